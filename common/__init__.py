@@ -1,0 +1,1 @@
+"""Shared building blocks for every homework: data location, seeding, devices, training, metrics, plots."""

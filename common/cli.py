@@ -1,0 +1,70 @@
+"""Command-line conventions shared by every script: common options and one-line error reporting."""
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from common.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_parser(description: str, results_dir: str, *, data: bool = True) -> argparse.ArgumentParser:
+    """A parser with the options scripts share: output folder, seed, device, quiet, and (if the
+    script reads data files) the data folder."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    if data:
+        parser.add_argument("--data-dir", default=None,
+                            help="folder holding the data (default: $CSE849_DATA, else ./data)")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / results_dir,
+                        help="where plots, metrics and checkpoints are written")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="auto picks cuda, then mps, then cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return parser
+
+
+def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                      precision: str = "fp32", resume: bool = True) -> None:
+    """Options of scripts that train through `common.training.fit`."""
+    parser.add_argument("--epochs", type=positive(), default=epochs)
+    parser.add_argument("--batch-size", type=positive(), default=batch_size)
+    parser.add_argument("--lr", type=positive(float), default=lr, help="(peak) learning rate")
+    parser.add_argument("--precision", default=precision, choices=["bf16", "fp32"],
+                        help="bf16 autocast for convs and matmuls, or plain fp32")
+    if resume:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from the last per-epoch checkpoint in --out-dir")
+
+
+def positive(kind: type = int) -> Callable[[str], int | float]:
+    """An argparse type accepting only values > 0."""
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def run(main: Callable[[], object]) -> None:
+    """Call `main()`; a `UserError` becomes one `error:` line on stderr and a non-zero exit status."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def report_written(path: Path) -> None:
+    """Tell the user where a result went (paths shown relative to the repo when inside it)."""
+    path = Path(path).resolve()
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    print(f"wrote {shown}")

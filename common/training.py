@@ -1,0 +1,188 @@
+"""The training loop shared by hw0, hw3 and hw4: epochs over train/val loaders, a per-epoch history,
+progress bars, bf16 autocast, an atomic per-epoch checkpoint and `--resume` from it."""
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from common.atomic_io import write_json
+from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from common.device import autocast
+from common.errors import UserError
+from common.progress import progress
+
+MetricFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> batch mean
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Checkpointing:
+    """Where `fit` keeps its per-epoch training state, and what the checkpoint says it holds.
+
+    `settings` (the run's hyperparameters) must match when resuming; `config` is what inference needs.
+    """
+
+    path: Path
+    kind: str
+    config: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    resume: bool = False
+
+
+def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: torch.device,
+              precision: str = "fp32", metrics: dict[str, MetricFn] | None = None,
+              optimizer: torch.optim.Optimizer | None = None, scheduler=None,
+              grad_clip: float | None = None, progress: tqdm | None = None) -> dict[str, float]:
+    """One pass over `loader` (batches are `(*inputs, target)`): trains if given an optimizer, else
+    evaluates without gradients. Returns the loss and metrics averaged over samples, and `samples`."""
+    training = optimizer is not None
+    model.train(training)
+    metrics = metrics or {}
+    totals = torch.zeros(2 + len(metrics), dtype=torch.float64)  # samples, loss sum, metric sums
+    with torch.set_grad_enabled(training):
+        for batch in loader:
+            *inputs, target = (t.to(device, non_blocking=True) for t in batch)
+            with autocast(device, precision):
+                output = model(*inputs)
+            output = output.float()
+            loss = loss_fn(output, target)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+            size = len(target)
+            with torch.no_grad():
+                values = [loss.detach()] + [fn(output.detach(), target) for fn in metrics.values()]
+                totals += torch.tensor([1.0] + [float(v) for v in values]) * size
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    if totals[0] == 0:
+        raise UserError("a data loader produced no batches (is the dataset empty?)")
+    means = (totals[1:] / totals[0]).tolist()
+    return {**dict(zip(["loss", *metrics], means)), "samples": int(totals[0])}
+
+
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: torch.device,
+             precision: str = "fp32", metrics: dict[str, MetricFn] | None = None) -> dict[str, float]:
+    """Loss and metrics of `model` over `loader`, averaged over samples, in eval mode."""
+    result = run_epoch(model, loader, loss_fn, device=device, precision=precision, metrics=metrics)
+    del result["samples"]
+    return result
+
+
+@torch.no_grad()
+def predict(model: Callable[..., Tensor], loader: Iterable, *, device: torch.device,
+            precision: str = "fp32") -> tuple[Tensor, Tensor]:
+    """All outputs and targets over `loader`, concatenated on the CPU (model put in eval mode)."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    outputs, targets = [], []
+    for batch in loader:
+        *inputs, target = (t.to(device, non_blocking=True) for t in batch)
+        with autocast(device, precision):
+            outputs.append(model(*inputs).float().cpu())
+        targets.append(target.cpu())
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, train_loader: Iterable,
+        val_loader: Iterable | None, *, epochs: int, device: torch.device, scheduler=None,
+        metrics: dict[str, MetricFn] | None = None, precision: str = "fp32",
+        grad_clip: float | None = None, checkpointing: Checkpointing | None = None,
+        history_path: str | os.PathLike | None = None, quiet: bool = False,
+        desc: str = "") -> dict[str, list[float]]:
+    """Train for `epochs`, validating after each; returns the history (one list per quantity).
+
+    With `checkpointing`, the full training state is saved atomically after every epoch, and
+    `checkpointing.resume` continues from it. A loader with `set_epoch` gets it called each epoch.
+    """
+    metrics = metrics or {}
+    history: dict[str, list[float]] = {"epoch": [], "lr": [], "seconds": [], "samples_per_second": []}
+    start = 0
+    if checkpointing is not None and checkpointing.resume:
+        start, history = _restore(checkpointing, model, optimizer, scheduler, train_loader)
+    for epoch in range(start + 1, epochs + 1):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        began = time.perf_counter()
+        with progress(total=len(train_loader), desc=f"{desc} epoch {epoch}/{epochs}".strip(),
+                      quiet=quiet, leave=False) as bar:
+            train = run_epoch(model, train_loader, loss_fn, device=device, precision=precision,
+                              metrics=metrics, optimizer=optimizer, scheduler=scheduler,
+                              grad_clip=grad_clip, progress=bar)
+        train_seconds = time.perf_counter() - began
+        samples = train.pop("samples")
+        val = {} if val_loader is None else evaluate(
+            model, val_loader, loss_fn, device=device, precision=precision, metrics=metrics)
+        seconds = time.perf_counter() - began
+        _record(history, epoch=epoch, lr=lr, seconds=seconds,
+                samples_per_second=samples / train_seconds,
+                **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()})
+        if checkpointing is not None:
+            _save(checkpointing, model, optimizer, scheduler, train_loader, epoch, history)
+        if history_path is not None:
+            write_json(history_path, history)
+        if not quiet:
+            print(_epoch_line(history, epochs), flush=True)
+    return history
+
+
+def _record(history: dict[str, list[float]], **values: float) -> None:
+    for key, value in values.items():
+        history.setdefault(key, []).append(value)
+
+
+def _epoch_line(history: dict[str, list[float]], epochs: int) -> str:
+    parts = [f"epoch {history['epoch'][-1]:>3}/{epochs}"]
+    for key, values in history.items():
+        if key.startswith(("train_", "val_")):
+            parts.append(f"{key} {values[-1]:.4f}")
+    parts.append(f"{history['seconds'][-1]:.1f}s")
+    return "  ".join(parts)
+
+
+def _save(spec: Checkpointing, model, optimizer, scheduler, loader, epoch: int,
+          history: dict[str, list[float]]) -> None:
+    generator = getattr(loader, "generator", None)
+    save_checkpoint(
+        spec.path, kind=spec.kind, model=model, config=spec.config, settings=spec.settings,
+        epoch=epoch, history=history, optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        torch_rng=torch.get_rng_state(),
+        loader_rng=generator.get_state() if generator is not None else None,
+    )
+
+
+def _restore(spec: Checkpointing, model, optimizer, scheduler, loader) -> tuple[int, dict]:
+    if not Path(spec.path).is_file():
+        raise UserError(f"--resume: no checkpoint at {spec.path}; run once without --resume first")
+    state = load_checkpoint(spec.path, kind=spec.kind,
+                            required=("settings", "epoch", "history", "optimizer", "torch_rng"))
+    changed = sorted(k for k in set(spec.settings) | set(state["settings"])
+                     if spec.settings.get(k) != state["settings"].get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {state['settings'].get(k)!r} -> {spec.settings.get(k)!r}"
+                          for k in changed)
+        raise UserError(f"{spec.path}: cannot resume with different settings ({diffs})")
+    load_weights(model, state["model"], spec.path)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    generator = getattr(loader, "generator", None)
+    if generator is not None and state.get("loader_rng") is not None:
+        generator.set_state(state["loader_rng"])
+    print(f"resumed from {spec.path} after epoch {state['epoch']}", flush=True)
+    return state["epoch"], state["history"]

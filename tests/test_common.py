@@ -1,0 +1,220 @@
+"""The `common` package: data location, errors, seeding, devices, atomic files, checkpoints, metrics, plots."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from common.atomic_io import atomic_path, write_json, write_text
+from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from common.cli import run
+from common.course_data import load_course_splits
+from common.data_dir import require_file, resolve_data_dir
+from common.device import autocast, select_device
+from common.errors import DataNotFoundError, UserError
+from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
+from common.plotting import plot_confusion_matrix, plot_history
+from common.schedules import warmup_linear_decay
+from common.seeding import seed_everything
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --- data location ---------------------------------------------------------------------------
+def test_data_dir_prefers_argument_then_env_then_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSE849_DATA", str(tmp_path / "env"))
+    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_data_dir() == tmp_path / "env"
+    monkeypatch.delenv("CSE849_DATA")
+    assert resolve_data_dir() == Path("data")
+
+
+def test_missing_data_file_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(DataNotFoundError) as err:
+        require_file(tmp_path, "HW0_data.pt")
+    message = str(err.value)
+    assert str(tmp_path / "HW0_data.pt") in message and "--data-dir" in message
+    assert "\n" not in message
+
+
+def test_run_turns_user_errors_into_one_line_and_exit_status(capsys):
+    def bad():
+        raise DataNotFoundError("somewhere/file.pt: no such file")
+    with pytest.raises(SystemExit) as exit_info:
+        run(bad)
+    assert exit_info.value.code == 3
+    assert capsys.readouterr().err == "error: somewhere/file.pt: no such file\n"
+    with pytest.raises(SystemExit) as exit_info:
+        run(lambda: (_ for _ in ()).throw(UserError("bad option")))
+    assert exit_info.value.code == 2
+
+
+# --- seeding and devices -----------------------------------------------------------------------
+def test_seed_everything_makes_runs_repeat():
+    generator = seed_everything(7)
+    first = (torch.rand(3), torch.randperm(10, generator=generator))
+    generator = seed_everything(7)
+    second = (torch.rand(3), torch.randperm(10, generator=generator))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_device_choice():
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no cuda device"):
+            select_device("cuda")
+    with pytest.raises(UserError, match="unknown device"):
+        select_device("tpu")
+
+
+def test_bf16_autocast_changes_matmul_dtype_and_fp32_does_not():
+    a = torch.randn(4, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "fp32"):
+        assert (a @ a).dtype == torch.float32
+    with pytest.raises(UserError):
+        autocast(torch.device("cpu"), "fp8")
+
+
+# --- atomic files --------------------------------------------------------------------------------
+def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "sub" / "metrics.json"
+    write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    write_text(target, "second")
+    assert target.read_text() == "second"
+    assert os.listdir(target.parent) == ["metrics.json"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "result.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["result.txt"]
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+def test_checkpoint_round_trip(tmp_path):
+    model = nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "m.pt", kind="demo", model=model, config={"width": 3}, classes=["a"])
+    loaded = load_checkpoint(tmp_path / "m.pt", kind="demo", required=("classes",))
+    clone = nn.Linear(3, 2)
+    load_weights(clone, loaded["model"], tmp_path / "m.pt")
+    assert torch.equal(clone.weight, model.weight) and loaded["config"] == {"width": 3}
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "no such checkpoint"),
+    ("corrupt", "not a readable PyTorch checkpoint"),
+    ("foreign", "not a cse849 checkpoint"),
+    ("wrong kind", "holds a 'other' model, expected 'demo'"),
+    ("missing key", "missing classes"),
+])
+def test_bad_checkpoints_give_one_line_errors(tmp_path, problem, message):
+    path = tmp_path / "m.pt"
+    if problem == "corrupt":
+        save_checkpoint(path, kind="demo", model=nn.Linear(2, 2))
+        path.write_bytes(path.read_bytes()[:100])
+    elif problem == "foreign":
+        torch.save({"state_dict": {}}, path)
+    elif problem == "wrong kind":
+        save_checkpoint(path, kind="other", model=nn.Linear(2, 2))
+    elif problem == "missing key":
+        save_checkpoint(path, kind="demo", model=nn.Linear(2, 2))
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path, kind="demo", required=("classes",))
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_of_another_shape_give_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="weights do not fit the model"):
+        load_weights(nn.Linear(3, 2), nn.Linear(4, 2).state_dict(), tmp_path / "m.pt")
+
+
+# --- course data files -----------------------------------------------------------------------------
+def test_course_splits_load_and_validate(hw0_data_dir):
+    splits = load_course_splits(hw0_data_dir / "HW0_data.pt")
+    assert splits["train"][0].shape == (200,) and splits["train"][1].shape == (200,)
+    assert splits["test"][1] is None and splits["test"][0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("y_val"), "missing keys y_val"),
+    (lambda d: d.update(x_train=torch.zeros(200, 3)), r"x_train has shape \(200, 3\), expected \(N\)"),
+    (lambda d: d.update(y_train=torch.zeros(5)), r"y_train has shape \(5,\), expected \(200,\)"),
+    (lambda d: d.update(x_val=torch.zeros(100, dtype=torch.long)), "x_val should be a float tensor"),
+])
+def test_course_splits_reject_wrong_keys_and_shapes(hw0_data_dir, change, message):
+    path = hw0_data_dir / "HW0_data.pt"
+    data = torch.load(path)
+    change(data)
+    torch.save(data, path)
+    with pytest.raises(UserError, match=message):
+        load_course_splits(path)
+
+
+def test_course_splits_reject_non_dict_and_garbage(tmp_path):
+    torch.save(torch.zeros(3), tmp_path / "a.pt")
+    with pytest.raises(UserError, match="expected a dict of tensors"):
+        load_course_splits(tmp_path / "a.pt")
+    (tmp_path / "b.pt").write_text("not a torch file")
+    with pytest.raises(UserError, match="not a readable torch file"):
+        load_course_splits(tmp_path / "b.pt")
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+def test_accuracy_and_confusion_matrix():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    targets = torch.tensor([0, 0, 1, 1])
+    assert accuracy(logits, targets).item() == pytest.approx(0.5)
+    cm = confusion_matrix(logits.argmax(1), targets, num_classes=2)
+    assert cm.tolist() == [[1, 1], [1, 1]]
+    cm = confusion_matrix(torch.tensor([0, 2, 2, 1]), torch.tensor([0, 2, 1, 1]), num_classes=3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0]), num_classes=2)
+
+
+def test_precision_recall_f1_against_hand_computed_values():
+    # true 0 predicted 0: 3, true 0 predicted 1: 1, true 1 predicted 0: 2, true 1 predicted 1: 4
+    cm = torch.tensor([[3, 1], [2, 4]])
+    scores = precision_recall_f1(cm)
+    assert scores["precision"].tolist() == pytest.approx([3 / 5, 4 / 5])
+    assert scores["recall"].tolist() == pytest.approx([3 / 4, 4 / 6])
+    f1_pos = 2 * (4 / 5) * (4 / 6) / (4 / 5 + 4 / 6)
+    assert scores["f1"][1].item() == pytest.approx(f1_pos)
+    report = classification_report(cm, ["neg", "pos"])
+    assert report["accuracy"] == pytest.approx(0.7)
+    assert report["per_class"]["pos"]["support"] == 6
+
+
+def test_warmup_then_linear_decay():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_linear_decay(optimizer, total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert lrs[-1] == pytest.approx(1 / 8) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+# --- plots ----------------------------------------------------------------------------------------
+def test_plots_are_written_as_png(tmp_path):
+    history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
+               "train_acc": [0.5, 0.7], "val_acc": [0.4, 0.6]}
+    plot_history(history, ["loss", "acc"], tmp_path / "curves.png")
+    plot_confusion_matrix(torch.tensor([[5, 1], [2, 7]]).numpy(), ["a", "b"], tmp_path / "cm.png")
+    for name in ("curves.png", "cm.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC

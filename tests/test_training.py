@@ -1,0 +1,98 @@
+"""The shared training loop: it learns, records history, checkpoints each epoch and resumes exactly."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from common.checkpoint import load_checkpoint
+from common.errors import UserError
+from common.metrics import accuracy
+from common.seeding import seed_everything
+from common.training import Checkpointing, evaluate, fit, predict
+
+CPU = torch.device("cpu")
+
+
+def blobs(n: int = 256, seed: int = 0) -> TensorDataset:
+    """Two Gaussian blobs in 2-D, labels 0/1."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    points = torch.randn(n, 2, generator=generator) + (labels[:, None] * 2 - 1) * 1.5
+    return TensorDataset(points, labels)
+
+
+def setup(seed: int = 0, dropout: float = 0.0):
+    generator = seed_everything(seed)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+    train = DataLoader(blobs(), batch_size=32, shuffle=True, generator=generator)
+    val = DataLoader(blobs(128, seed=1), batch_size=64)
+    return model, optimizer, scheduler, train, val
+
+
+def test_fit_learns_and_records_history(tmp_path):
+    model, optimizer, scheduler, train, val = setup()
+    before = evaluate(model, val, nn.CrossEntropyLoss(), device=CPU, metrics={"acc": accuracy})
+    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=3, device=CPU,
+                  metrics={"acc": accuracy}, history_path=tmp_path / "history.json", quiet=True)
+    assert history["epoch"] == [1, 2, 3]
+    assert history["val_acc"][-1] > 0.9
+    assert history["val_loss"][-1] < before["loss"]
+    assert json.loads((tmp_path / "history.json").read_text()) == history
+    outputs, targets = predict(model, val, device=CPU)
+    assert outputs.shape == (128, 2) and targets.shape == (128,)
+
+
+def test_bf16_training_also_learns():
+    model, optimizer, _, train, val = setup()
+    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=3, device=CPU,
+                  metrics={"acc": accuracy}, precision="bf16", quiet=True)
+    assert history["val_acc"][-1] > 0.9
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    straight, optimizer, scheduler, train, val = setup(dropout=0.2)
+    full = fit(straight, optimizer, nn.CrossEntropyLoss(), train, val, epochs=4, device=CPU,
+               scheduler=scheduler, quiet=True)
+
+    spec = Checkpointing(tmp_path / "state.pt", kind="demo", settings={"lr": 1e-2})
+    first, optimizer, scheduler, train, val = setup(dropout=0.2)
+    fit(first, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU,
+        scheduler=scheduler, checkpointing=spec, quiet=True)
+    assert load_checkpoint(spec.path, kind="demo")["epoch"] == 2
+
+    # A fresh process would rebuild everything from other seeds; the checkpoint must restore it all.
+    resumed, optimizer, scheduler, train, val = setup(seed=123, dropout=0.2)
+    spec.resume = True
+    history = fit(resumed, optimizer, nn.CrossEntropyLoss(), train, val, epochs=4, device=CPU,
+                  scheduler=scheduler, checkpointing=spec, quiet=True)
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_resume_refuses_changed_settings_or_missing_checkpoint(tmp_path):
+    model, optimizer, _, train, val = setup()
+    spec = Checkpointing(tmp_path / "state.pt", kind="demo", settings={"lr": 1e-2}, resume=True)
+    with pytest.raises(UserError, match="no checkpoint at"):
+        fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU,
+            checkpointing=spec, quiet=True)
+    spec.resume = False
+    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU,
+        checkpointing=spec, quiet=True)
+    changed = Checkpointing(spec.path, kind="demo", settings={"lr": 5e-2}, resume=True)
+    with pytest.raises(UserError, match=r"different settings \(lr: 0.01 -> 0.05\)"):
+        fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU,
+            checkpointing=changed, quiet=True)
+
+
+def test_empty_loader_is_a_clear_error():
+    model, optimizer, _, _, val = setup()
+    empty = DataLoader(TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+    with pytest.raises(UserError, match="no batches"):
+        fit(model, optimizer, nn.CrossEntropyLoss(), empty, val, epochs=1, device=CPU, quiet=True)
