@@ -1,0 +1,74 @@
+"""hw0: the synthetic linear-regression pipeline and the MLP on HW0_data.pt."""
+
+import csv
+
+import pytest
+import torch
+
+from hw0.q2 import LinearData, fit_line, make_model
+from hw0.q3 import make_mlp
+from tests.conftest import run_script
+
+
+def test_each_split_is_fixed_and_distinct():
+    a, b = LinearData(100, "train", 2.0, 1.0), LinearData(100, "train", 2.0, 1.0)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert not torch.equal(a.x, LinearData(100, "val", 2.0, 1.0).x)
+    x, y = a[3]
+    assert x.shape == (1,) and y.shape == (1,) and len(a) == 100
+    with pytest.raises(ValueError, match="split must be one of"):
+        LinearData(10, "holdout", 2.0, 1.0)
+
+
+def test_model_seed_fixes_the_initial_weights():
+    assert torch.equal(make_model(1).weight, make_model(1).weight)
+    assert not torch.equal(make_model(1).weight, make_model(2).weight)
+    assert make_model(1).bias.item() == 0.0
+    assert torch.equal(make_mlp(3)[0].weight, make_mlp(3)[0].weight)
+
+
+def test_small_run_recovers_alpha_and_beta_within_0_05():
+    model, history, _ = fit_line(n_train=4000, n_val=500, alpha=-1.5, beta=0.7, epochs=8,
+                                 batch_size=64, lr=0.02)
+    assert abs(model.weight.item() + 1.5) < 0.05
+    assert abs(model.bias.item() - 0.7) < 0.05
+    assert history["val_loss"][-1] == pytest.approx(1.0, abs=0.15)  # the noise variance
+
+
+def test_q2_script_writes_its_results(tmp_path):
+    result = run_script("hw0/q2.py", "--n-train", "2000", "--epochs", "2", "--quiet",
+                        "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("q2_plot.png", "q2_model.pt", "q2_params.txt"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "alpha" in (tmp_path / "q2_params.txt").read_text()
+
+
+def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir):
+    result = run_script("hw0/q3.py", "--data-dir", hw0_data_dir, "--epochs", "30",
+                        "--batch-sizes", "16", "64", "--lrs", "0.01", "--seeds", "1", "2",
+                        "--quiet", "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "q3_sweep.csv").open()))
+    assert [(r["batch_size"], r["lr"]) for r in rows] == [("16", "0.01"), ("64", "0.01")]
+    # y = x^2 on [-2, 2] has variance ~1.4; a trained MLP must do far better than a constant.
+    assert min(float(r["val_mse"]) for r in rows) < 0.3
+    predictions = (tmp_path / "q3_test_output.txt").read_text().split()
+    assert len(predictions) == 50
+    assert (tmp_path / "q3_plot.png").stat().st_size > 0 and (tmp_path / "q3_model.pt").is_file()
+
+
+def test_q3_missing_and_malformed_data_give_one_line_errors(tmp_path, hw0_data_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script("hw0/q3.py", "--data-dir", empty, "--out-dir", tmp_path)
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: ") and "HW0_data.pt" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+    data = torch.load(hw0_data_dir / "HW0_data.pt")
+    del data["x_test"]
+    torch.save(data, hw0_data_dir / "HW0_data.pt")
+    result = run_script("hw0/q3.py", "--data-dir", hw0_data_dir, "--out-dir", tmp_path)
+    assert result.returncode == 2 and "missing keys x_test" in result.stderr
+    assert "Traceback" not in result.stderr
