@@ -1,0 +1,48 @@
+"""Run every homework's scripts with their defaults, in order, and say where each result went.
+
+A script whose data is absent (exit status 3) is reported as skipped with its reason; the run fails
+only if a script that ran failed.
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+SCRIPTS = [
+    "hw0/q2.py",
+    "hw0/q3.py",
+]
+DATA_MISSING = 3
+
+
+def run_script(script: str) -> tuple[str, str, float]:
+    """Run one script, echoing its output; returns (status, detail, seconds)."""
+    print(f"\n=== python {script} ===", flush=True)
+    began = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    last_error = ""
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        if line.startswith("error: "):
+            last_error = line.removeprefix("error: ").strip()
+    proc.wait()
+    seconds = time.perf_counter() - began
+    if proc.returncode == 0:
+        return "ok", f"results in {Path(script).parent}/results/", seconds
+    if proc.returncode == DATA_MISSING:
+        return "skipped", last_error or "data not found", seconds
+    return "FAILED", last_error or f"exit status {proc.returncode}", seconds
+
+
+def main() -> int:
+    outcomes = [(script, *run_script(script)) for script in SCRIPTS]
+    print("\n=== summary ===")
+    for script, status, detail, seconds in outcomes:
+        print(f"{status:<8} {script:<16} {seconds:7.1f}s  {detail}")
+    return 1 if any(status == "FAILED" for _, status, _, _ in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

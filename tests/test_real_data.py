@@ -1,0 +1,20 @@
+"""Smoke runs of every script on the real data (few samples, one epoch), when $CSE849_DATA is set.
+
+They catch format mistakes on the real files that the tiny fixtures cannot.
+"""
+
+import pytest
+
+from tests.conftest import run_script
+
+SMOKE_RUNS = {
+    "hw0/q3.py": ["--epochs", "1", "--batch-sizes", "256", "--lrs", "0.01", "--seeds", "1"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
+def test_script_runs_on_real_data(script, real_data_dir, tmp_path):
+    result = run_script(script, "--data-dir", real_data_dir, "--out-dir", tmp_path, "--quiet",
+                        *SMOKE_RUNS[script])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(tmp_path.iterdir())
