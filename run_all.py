@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent
 SCRIPTS = [
     "hw0/q2.py",
     "hw0/q3.py",
+    "hw1/q1.py",
+    "hw1/q2.py",
 ]
 DATA_MISSING = 3
 

@@ -10,9 +10,10 @@ from common.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_parser(description: str, results_dir: str, *, data: bool = True) -> argparse.ArgumentParser:
-    """A parser with the options scripts share: output folder, seed, device, quiet, and (if the
-    script reads data files) the data folder."""
+def make_parser(description: str, results_dir: str, *, data: bool = True,
+                device: bool = True) -> argparse.ArgumentParser:
+    """A parser with the options scripts share: output folder, seed, quiet, and the data folder and
+    device for scripts that read data files or run on an accelerator."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -22,8 +23,9 @@ def make_parser(description: str, results_dir: str, *, data: bool = True) -> arg
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / results_dir,
                         help="where plots, metrics and checkpoints are written")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="auto picks cuda, then mps, then cpu")
+    if device:
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                            help="auto picks cuda, then mps, then cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
 

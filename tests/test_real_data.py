@@ -9,6 +9,7 @@ from tests.conftest import run_script
 
 SMOKE_RUNS = {
     "hw0/q3.py": ["--epochs", "1", "--batch-sizes", "256", "--lrs", "0.01", "--seeds", "1"],
+    "hw1/q2.py": ["--epochs", "1", "--lrs", "0.01"],
 }
 
 
