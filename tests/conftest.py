@@ -40,3 +40,50 @@ def real_data_dir() -> Path:
     if not path or not Path(path).is_dir():
         pytest.skip("real data not available (set CSE849_DATA)")
     return Path(path)
+
+
+CIFAR_CLASSES = ["cat", "dog", "ship"]
+
+
+def cifar_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` random 32x32 images whose mean brightness depends on the label (so they are learnable)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % len(CIFAR_CLASSES)
+    base = (labels * 90 + 20).view(-1, 1, 1, 1)
+    images = (base + torch.randint(0, 40, (n, 3, 32, 32), generator=generator)).clamp(0, 255)
+    return images.to(torch.uint8), labels
+
+
+def write_cifar_imagefolder(root: Path, per_class: dict[str, int]) -> Path:
+    """`root/cifar10-jpeg/{split}/<class>/NNNN.jpg` with `per_class[split]` JPEGs per class."""
+    from torchvision.io import encode_jpeg
+    for split, count in per_class.items():
+        images, labels = cifar_images(count * len(CIFAR_CLASSES), seed=len(split))
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / "cifar10-jpeg" / split / CIFAR_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i:04d}.jpg").write_bytes(encode_jpeg(image, quality=90).numpy().tobytes())
+    return root
+
+
+@pytest.fixture
+def cifar_jpeg_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny CIFAR ImageFolder (3 classes, 20 train / 6 test images each); caches go to tmp."""
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    return write_cifar_imagefolder(tmp_path / "jpeg", {"train": 20, "test": 6})
+
+
+@pytest.fixture
+def cifar_batches_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny `cifar-10-batches-py` in torchvision's pickle format (3 classes)."""
+    import pickle
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "batches" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        images, labels = cifar_images(12, seed=i)
+        batch = {"data": images.reshape(12, -1).numpy(), "labels": labels.tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR_CLASSES}))
+    return tmp_path / "batches"

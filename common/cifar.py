@@ -1,0 +1,241 @@
+"""CIFAR-10 as uint8 tensors (N, 3, 32, 32): read from torchvision's `cifar-10-batches-py` or an
+ImageFolder `cifar10-jpeg/{train,test}/<class>/*`, decoded once and cached; a seeded validation split;
+normalisation and augmentation applied to whole batches as tensors."""
+
+import hashlib
+import os
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
+
+from common.atomic_io import atomic_path
+from common.data_dir import cache_dir
+from common.errors import DataNotFoundError, UserError
+
+TORCHVISION_DIR = "cifar-10-batches-py"
+IMAGEFOLDER_DIR = "cifar10-jpeg"
+FORMATS = ("auto", "torchvision", "imagefolder")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, 3, 32, 32), labels as int64 (N,), and the class names in label order."""
+
+    images: Tensor
+    labels: Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: Tensor) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+
+def load_cifar10(data_dir: str | os.PathLike, split: str, *, fmt: str = "auto",
+                 download: bool = True, limit: int | None = None) -> ImageSet:
+    """The 'train' or 'test' split from `data_dir`, in the format found (or forced with `fmt`).
+
+    With neither format present and `download`, torchvision's copy is fetched into `data_dir`.
+    `limit` keeps an evenly spread subset (for smoke runs; not cached)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if fmt not in FORMATS:
+        raise UserError(f"unknown dataset format {fmt!r}; choose {', '.join(FORMATS)}")
+    data_dir = Path(data_dir)
+    fmt = _detect_format(data_dir, split, fmt, download)
+    if fmt == "torchvision":
+        files = [data_dir / TORCHVISION_DIR / name for name in _batch_names(split)]
+        return _cached(files, limit, lambda: _read_batches(data_dir / TORCHVISION_DIR, split))
+    folder = data_dir / IMAGEFOLDER_DIR / split
+    classes, files, labels = _list_imagefolder(folder)
+    if limit is not None and limit < len(files):
+        keep = torch.linspace(0, len(files) - 1, limit).long().tolist()
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+    return _cached(files, limit, lambda: ImageSet(_decode_all(files), torch.tensor(labels), classes))
+
+
+def split_train_val(data: ImageSet, val_size: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """A seeded random split of `data` into (train, validation) with `val_size` validation images."""
+    if not 0 <= val_size < len(data):
+        raise UserError(f"--val-size must be between 0 and {len(data) - 1}, got {val_size}")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.subset(order[val_size:]), data.subset(order[:val_size])
+
+
+def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, on the 0-1 scale."""
+    pixels = images.permute(1, 0, 2, 3).reshape(3, -1).float() / 255
+    return pixels.mean(dim=1).tolist(), pixels.std(dim=1).tolist()
+
+
+def normalize(images: Tensor, mean: list[float], std: list[float]) -> Tensor:
+    """uint8 (N, 3, H, W) images to float32, scaled to 0-1 and standardised per channel."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean_t) / std_t
+
+
+def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+
+
+def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+    """Reflect-pad each image by `padding` pixels and cut a random crop of the original size."""
+    n, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, [padding] * 4, mode="reflect")
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+    rows = (dy[:, None] + torch.arange(height, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+class CifarBatches:
+    """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
+    training shuffled and augmented (flip, padded crop) with a generator seeded by (seed, epoch)."""
+
+    def __init__(self, data: ImageSet, *, batch_size: int, mean: list[float], std: list[float],
+                 train: bool, seed: int = 0, crop_padding: int = 4, device: torch.device | str = "cpu"):
+        self.data, self.batch_size, self.train = data, batch_size, train
+        self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
+        self.device = torch.device(device)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.data), generator=generator) if self.train else None
+        for start in range(0, len(self.data), self.batch_size):
+            index = slice(start, start + self.batch_size) if order is None else \
+                order[start:start + self.batch_size]
+            images = normalize(self.data.images[index].to(self.device), self.mean, self.std)
+            if self.train:
+                images = random_flip(images, generator)
+                if self.crop_padding:
+                    images = random_crop(images, self.crop_padding, generator)
+            yield (images.contiguous(memory_format=torch.channels_last),
+                   self.data.labels[index].to(self.device))
+
+
+# --- reading the two on-disk formats ------------------------------------------------------------
+def _detect_format(data_dir: Path, split: str, fmt: str, download: bool) -> str:
+    present = {
+        "torchvision": all((data_dir / TORCHVISION_DIR / n).is_file() for n in _batch_names(split)),
+        "imagefolder": (data_dir / IMAGEFOLDER_DIR / split).is_dir(),
+    }
+    if fmt != "auto":
+        if not present[fmt] and not (fmt == "torchvision" and download and _download(data_dir, split)):
+            raise DataNotFoundError(f"{_where(data_dir, split, fmt)}: not found (--dataset-format {fmt})")
+        return fmt
+    for kind in ("torchvision", "imagefolder"):
+        if present[kind]:
+            return kind
+    if download and _download(data_dir, split):
+        return "torchvision"
+    raise DataNotFoundError(
+        f"no CIFAR-10 {split} split in {data_dir}: looked for {_where(data_dir, split, 'torchvision')} "
+        f"and {_where(data_dir, split, 'imagefolder')}/<class>/*.jpg"
+        + (" and the download failed" if download else "")
+        + "; point --data-dir (or $CSE849_DATA) at the folder holding one of them")
+
+
+def _where(data_dir: Path, split: str, fmt: str) -> Path:
+    return data_dir / TORCHVISION_DIR if fmt == "torchvision" else data_dir / IMAGEFOLDER_DIR / split
+
+
+def _download(data_dir: Path, split: str) -> bool:
+    from torchvision.datasets import CIFAR10
+    try:
+        CIFAR10(str(data_dir), train=split == "train", download=True)
+        return True
+    except Exception:  # no network, read-only folder, interrupted transfer: reported by the caller
+        return False
+
+
+def _batch_names(split: str) -> list[str]:
+    return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+
+
+def _read_batches(folder: Path, split: str) -> ImageSet:
+    images, labels = [], []
+    for name in _batch_names(split):
+        try:
+            with open(folder / name, "rb") as file:
+                batch = pickle.load(file, encoding="latin1")
+            images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+            labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
+        except Exception as err:
+            raise UserError(f"{folder / name}: not a CIFAR-10 python batch ({type(err).__name__})") from None
+    try:
+        with open(folder / "batches.meta", "rb") as file:
+            classes = list(pickle.load(file, encoding="latin1")["label_names"])
+    except Exception as err:
+        raise UserError(f"{folder / 'batches.meta'}: unreadable ({type(err).__name__})") from None
+    return ImageSet(torch.cat(images), torch.cat(labels), classes)
+
+
+def _list_imagefolder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise UserError(f"{folder}: no class folders (expected {folder}/<class>/<image>)")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(Path(e.path) for e in os.scandir(folder / name)
+                       if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise UserError(f"{folder / name}: class folder holds no images")
+        files += found
+        labels += [label] * len(found)
+    return classes, files, labels
+
+
+def _decode_all(files: list[Path]) -> Tensor:
+    images = torch.empty(len(files), 3, 32, 32, dtype=torch.uint8)
+    for i, path in enumerate(files):
+        try:
+            image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
+                                 mode=ImageReadMode.RGB)
+        except Exception:
+            raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
+        if image.shape[1:] != (32, 32):
+            raise UserError(f"{path}: image is {image.shape[2]}x{image.shape[1]}, expected 32x32")
+        images[i] = image
+    return images
+
+
+def _cached(files: list[Path], limit: int | None, load) -> ImageSet:
+    """`load()`, cached under a key made of the source files' paths, sizes and modification times."""
+    if limit is not None:
+        data = load()
+        return data if limit >= len(data) else data.subset(torch.linspace(0, len(data) - 1, limit).long())
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    cache = cache_dir() / f"cifar10-{digest.hexdigest()[:20]}.pt"
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return ImageSet(saved["images"], saved["labels"], saved["classes"])
+        except Exception:
+            pass  # a damaged cache is rebuilt below
+    data = load()
+    with atomic_path(cache) as tmp:
+        torch.save({"images": data.images, "labels": data.labels, "classes": data.classes}, tmp)
+    return data

@@ -1,0 +1,140 @@
+"""hw3: train a CNN on CIFAR-10 (the seed's three-conv net, or an airbench-style net with --model
+airbench), select on a validation split carved from train, and report on the test split."""
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
+
+import torch
+from torch import nn
+
+from common.checkpoint import save_checkpoint
+from common.cifar import FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
+from common.cli import make_parser, positive, report_written, run
+from common.data_dir import resolve_data_dir
+from common.device import select_device
+from common.metrics import accuracy
+from common.plotting import plot_history
+from common.seeding import seed_everything
+from common.training import Checkpointing, fit
+from hw3.eval import CHECKPOINT_KIND, evaluate_test, write_test_results
+from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_model
+
+# Defaults per model, chosen on the validation split (see README).
+RECIPES = {
+    "cnn": {"epochs": 15, "batch_size": 256, "lr": 2e-3, "weight_decay": 5e-2,
+            "label_smoothing": 0.1, "crop_padding": 4, "tta": 1},
+    "airbench": {"epochs": 15, "batch_size": 1024, "lr": 11.5, "weight_decay": 0.0153,
+                 "label_smoothing": 0.2, "crop_padding": 2, "tta": 2},
+}
+
+
+def make_optimizer(model: nn.Module, name: str, args, steps_per_epoch: int):
+    """AdamW with a one-cycle schedule for the CNN; airbench's Nesterov SGD recipe for airbench."""
+    total = args.epochs * steps_per_epoch
+    if name == "cnn":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
+                                                        pct_start=0.25)
+        return optimizer, scheduler
+    # airbench: lr and weight decay are given per 1024 examples, decoupled from the batch size and
+    # momentum; the loss here is a batch mean, hence the extra factor of batch_size in the step size.
+    momentum = 0.85
+    kilostep = 1024 * (1 + 1 / (1 - momentum))
+    lr = args.lr / kilostep * args.batch_size
+    decay_per_step = args.weight_decay * args.batch_size / kilostep
+    norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
+    whiten_bias = [model.whiten.bias]
+    others = [p for n, p in model.named_parameters()
+              if "norm" not in n and p.requires_grad and p is not model.whiten.bias]
+    groups = [{"params": norm_biases, "lr": 64 * lr, "weight_decay": decay_per_step / (64 * lr)},
+              {"params": others + whiten_bias, "lr": lr, "weight_decay": decay_per_step / lr}]
+    optimizer = torch.optim.SGD(groups, momentum=momentum, nesterov=True)
+    warmup = int(0.23 * total)
+
+    def factor(step: int) -> float:  # 0.2 -> 1 over the warm-up, then down to 0.07
+        if step < warmup:
+            return 0.2 + 0.8 * step / warmup
+        return 1.0 - 0.93 * (step - warmup) / max(1, total - warmup)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def main() -> None:
+    began = time.perf_counter()
+    parser = make_parser(__doc__, "hw3/results")
+    parser.add_argument("--model", default="cnn", choices=sorted(MODELS))
+    parser.add_argument("--widths", type=positive(), nargs="+", help="channels per conv block")
+    parser.add_argument("--epochs", type=positive())
+    parser.add_argument("--batch-size", type=positive())
+    parser.add_argument("--lr", type=positive(float), help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
+    parser.add_argument("--tta", type=int, choices=[0, 1, 2],
+                        help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
+    parser.add_argument("--val-size", type=int, default=5000,
+                        help="training images held out for validation (0: train on all)")
+    parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
+    parser.add_argument("--limit", type=positive(), help="use only this many images per split (smoke runs)")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
+    args = parser.parse_args()
+    for key, value in RECIPES[args.model].items():  # unset options take the model's recipe
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    widths = args.widths or list(DEFAULT_WIDTHS[args.model])
+
+    seed_everything(args.seed)
+    device = select_device(args.device)
+    data_dir = resolve_data_dir(args.data_dir)
+    full_train = load_cifar10(data_dir, "train", fmt=args.dataset_format, limit=args.limit)
+    train, val = split_train_val(full_train, args.val_size, seed=args.seed)
+    mean, std = channel_stats(train.images)
+    batches = dict(mean=mean, std=std, device=device)
+    train_loader = CifarBatches(train, batch_size=args.batch_size, train=True, seed=args.seed,
+                                crop_padding=args.crop_padding, **batches)
+    val_loader = CifarBatches(val, batch_size=1000, train=False, **batches) if len(val) else None
+
+    config = {"model": args.model, "widths": widths, "classes": train.classes, "mean": mean, "std": std,
+              "tta": args.tta}
+    model = build_model({**config, "num_classes": len(train.classes)})
+    if isinstance(model, AirbenchNet):
+        model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
+                                                    batch_size=5000, train=False, **batches)))[0])
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(model, args.model, args, len(train_loader))
+    settings = {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "lr", "weight_decay",
+                                              "label_smoothing", "crop_padding", "val_size", "seed", "limit")}
+    out = args.out_dir
+    history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+                  train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
+                  metrics={"acc": accuracy}, precision=args.precision, quiet=args.quiet,
+                  checkpointing=Checkpointing(out / "train_state" / "last.pt", CHECKPOINT_KIND, config,
+                                              settings, resume=args.resume),
+                  history_path=out / "history.json")
+    save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
+    report_written(out / "model.pt")
+    plot_history(history, ["loss", "acc"], out / "accuracy_plot.png",
+                 title=f"CIFAR-10 {args.model} {widths}: train and validation")
+    report_written(out / "accuracy_plot.png")
+
+    test = load_cifar10(data_dir, "test", fmt=args.dataset_format, limit=args.limit)
+    report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
+    wall = time.perf_counter() - began
+    write_test_results(report, cm, test.classes, out, {
+        "model": args.model, "widths": widths, "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": args.epochs, "settings": settings, "precision": args.precision, "tta": args.tta,
+        "train_images": len(train), "val_images": len(val),
+        "final_val_acc": history["val_acc"][-1] if val_loader else None,
+        "train_images_per_second": sum(history["samples_per_second"]) / len(history["epoch"]),
+        "wall_seconds": wall, "device": str(device), "threads": torch.get_num_threads(),
+        "command": "python hw3/train.py " + " ".join(sys.argv[1:]),
+    })
+    print(f"test accuracy {100 * report['accuracy']:.2f}% ({len(test)} images), macro F1 "
+          f"{report['macro_f1']:.4f}, wall time {wall / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    run(main)

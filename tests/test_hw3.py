@@ -1,0 +1,219 @@
+"""hw3: CIFAR-10 loading in both formats, caching, the split, batch augmentation, the models,
+training, and eval/predict from a saved checkpoint, with clear errors for bad input."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import common.cifar as cifar
+from common.cifar import (CifarBatches, channel_stats, load_cifar10, random_crop, random_flip,
+                          split_train_val)
+from common.errors import DataNotFoundError, UserError
+from hw3.models import DEFAULT_WIDTHS, MODELS, build_model, predict_logits
+from tests.conftest import CIFAR_CLASSES, run_script
+
+
+# --- data ------------------------------------------------------------------------------------
+def test_imagefolder_loads_as_uint8_with_sorted_class_names(cifar_jpeg_dir):
+    data = load_cifar10(cifar_jpeg_dir, "train", download=False)
+    assert data.images.shape == (60, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.labels.dtype == torch.int64 and data.labels.bincount().tolist() == [20, 20, 20]
+    assert data.classes == CIFAR_CLASSES
+    # the fixture's brightness depends on the class, so decoding kept pixels and labels together
+    brightness = [data.images[data.labels == k].float().mean().item() for k in range(3)]
+    assert brightness == sorted(brightness)
+
+
+def test_torchvision_batches_load_and_format_can_be_forced(cifar_batches_dir, cifar_jpeg_dir):
+    data = load_cifar10(cifar_batches_dir, "train", download=False)
+    assert data.images.shape == (60, 3, 32, 32) and data.classes == CIFAR_CLASSES
+    assert len(load_cifar10(cifar_batches_dir, "test", download=False)) == 12
+    with pytest.raises(DataNotFoundError, match="cifar10-jpeg"):
+        load_cifar10(cifar_batches_dir, "train", fmt="imagefolder", download=False)
+    with pytest.raises(DataNotFoundError, match="cifar-10-batches-py"):
+        load_cifar10(cifar_jpeg_dir, "train", fmt="torchvision", download=False)
+
+
+def test_decoded_images_are_cached_and_the_cache_follows_the_file_list(cifar_jpeg_dir, monkeypatch):
+    first = load_cifar10(cifar_jpeg_dir, "train", download=False)
+    monkeypatch.setattr(cifar, "_decode_all", lambda files: pytest.fail("decoded again"))
+    second = load_cifar10(cifar_jpeg_dir, "train", download=False)
+    assert torch.equal(first.images, second.images)
+    extra = cifar_jpeg_dir / "cifar10-jpeg" / "train" / "cat" / "9999.jpg"
+    extra.write_bytes((cifar_jpeg_dir / "cifar10-jpeg" / "train" / "cat" / "0000.jpg").read_bytes())
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):
+        load_cifar10(cifar_jpeg_dir, "train", download=False)
+
+
+def test_limit_keeps_every_class(cifar_jpeg_dir):
+    data = load_cifar10(cifar_jpeg_dir, "train", download=False, limit=9)
+    assert len(data) == 9 and set(data.labels.tolist()) == {0, 1, 2}
+
+
+def test_split_is_seeded_disjoint_and_complete(cifar_jpeg_dir):
+    data = load_cifar10(cifar_jpeg_dir, "train", download=False)
+    data.images[:, 0, 0, 0] = torch.arange(60, dtype=torch.uint8)  # tag each image
+    train, val = split_train_val(data, 15, seed=3)
+    again, _ = split_train_val(data, 15, seed=3)
+    other, _ = split_train_val(data, 15, seed=4)
+    tags = lambda d: d.images[:, 0, 0, 0].tolist()  # noqa: E731
+    assert len(train) == 45 and len(val) == 15
+    assert sorted(tags(train) + tags(val)) == list(range(60))
+    assert tags(train) == tags(again) and tags(train) != tags(other)
+    with pytest.raises(UserError, match="--val-size"):
+        split_train_val(data, 60, seed=0)
+
+
+def test_flip_mirrors_some_images_and_leaves_the_rest():
+    images = torch.arange(8 * 3 * 4 * 4, dtype=torch.float32).reshape(8, 3, 4, 4)
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images)]
+    unchanged = [torch.equal(f, i) for f, i in zip(flipped, images)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert any(mirrored) and any(unchanged)
+
+
+def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
+    images = torch.randn(16, 3, 8, 8)
+    assert torch.equal(random_crop(images, 0, torch.Generator()), images)
+    crops = random_crop(images, 2, torch.Generator().manual_seed(1))
+    padded = nn.functional.pad(images, [2] * 4, mode="reflect")
+    assert crops.shape == images.shape
+    for crop, pad in zip(crops, padded):
+        windows = [pad[:, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
+        assert any(torch.equal(crop, w) for w in windows)
+    assert not torch.equal(crops, images)
+
+
+def test_batches_are_normalised_channels_last_and_reshuffled_each_epoch(cifar_jpeg_dir):
+    data = load_cifar10(cifar_jpeg_dir, "train", download=False)
+    mean, std = channel_stats(data.images)
+    evaluation = CifarBatches(data, batch_size=64, mean=mean, std=std, train=False)
+    images, labels = next(iter(evaluation))
+    assert images.shape == (60, 3, 32, 32) and images.dtype == torch.float32
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert images.mean().abs() < 0.1 and (images.std() - 1).abs() < 0.1
+    assert torch.equal(labels, data.labels)
+    train = CifarBatches(data, batch_size=16, mean=mean, std=std, train=True, seed=0)
+    assert len(train) == 4
+    train.set_epoch(1)
+    epoch1 = torch.cat([y for _, y in train])
+    train.set_epoch(2)
+    epoch2 = torch.cat([y for _, y in train])
+    assert sorted(epoch1.tolist()) == sorted(data.labels.tolist()) and not torch.equal(epoch1, epoch2)
+
+
+# --- models and training -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_give_one_logit_per_class_and_learn(name):
+    torch.manual_seed(0)
+    model = build_model({"model": name, "widths": [8, 16, 16], "num_classes": 3})
+    images = torch.randn(24, 3, 32, 32)
+    labels = torch.arange(24) % 3
+    images += labels.view(-1, 1, 1, 1).float()  # a learnable signal
+    assert model(images).shape == (24, 3)
+    assert predict_logits(model.eval(), images, tta=2).shape == (24, 3)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_airbench_whitening_decorrelates_patches():
+    model = build_model({"model": "airbench", "widths": [8, 8, 8]})
+    images = torch.randn(64, 3, 32, 32).cumsum(-1)  # strongly correlated neighbouring pixels
+    model.init_whitening(images)
+    responses = nn.functional.conv2d(images, model.whiten.weight[:12]).permute(1, 0, 2, 3).reshape(12, -1)
+    covariance = responses @ responses.T / responses.shape[1]
+    off_diagonal = covariance - torch.diag(covariance.diag())
+    assert off_diagonal.abs().max() < 0.05 * covariance.diag().max()
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(UserError, match="unknown model 'vgg'"):
+        build_model({"model": "vgg", "widths": [8]})
+
+
+# --- scripts --------------------------------------------------------------------------------------
+@pytest.fixture
+def trained(cifar_jpeg_dir, tmp_path):
+    """A tiny run of hw3/train.py on the fixture; returns (data dir, output dir)."""
+    out = tmp_path / "out"
+    result = run_script("hw3/train.py", "--data-dir", cifar_jpeg_dir, "--out-dir", out, "--quiet",
+                        "--widths", "8", "16", "16", "--epochs", "3", "--val-size", "12",
+                        "--batch-size", "16", "--lr", "0.01", env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    return cifar_jpeg_dir, out
+
+
+def test_train_writes_results_that_beat_chance(trained):
+    _, out = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("model.pt", "accuracy_plot.png", "confusion_matrix.png", "history.json"):
+        assert (out / name).stat().st_size > 0
+    assert metrics["test_images"] == 18 and metrics["accuracy"] > 0.6  # chance is 1/3
+    assert set(metrics["per_class_accuracy"]) == set(CIFAR_CLASSES)
+    assert {"macro_f1", "wall_seconds", "train_images_per_second", "parameters", "command"} <= set(metrics)
+
+
+def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
+    data_dir, out = trained
+    result = run_script("hw3/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
+                        "--out-dir", tmp_path / "eval", env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    trained_metrics = json.loads((out / "metrics.json").read_text())
+    assert evaluated["accuracy"] == pytest.approx(trained_metrics["accuracy"])
+    image = next((data_dir / "cifar10-jpeg" / "test" / "ship").iterdir())
+    result = run_script("hw3/predict.py", image, "--checkpoint", out / "model.pt")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(str(image)) and len(line.split(",")) == 3
+    probabilities = [float(part.split()[-1]) for part in line.split(": ", 1)[1].split(",")]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+
+
+def test_resume_continues_the_run(trained, tmp_path):
+    data_dir, out = trained
+    result = run_script("hw3/train.py", "--data-dir", data_dir, "--out-dir", out, "--quiet",
+                        "--widths", "8", "16", "16", "--epochs", "3", "--val-size", "12",
+                        "--batch-size", "16", "--lr", "0.01", "--resume",
+                        env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout and "epoch   1/3" not in result.stdout
+
+
+def test_missing_folder_says_what_was_looked_for(tmp_path):
+    result = run_script("hw3/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path,
+                        env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 3
+    assert "cifar-10-batches-py" in result.stderr and "cifar10-jpeg" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_empty_class_folder_and_corrupt_image_are_named(cifar_jpeg_dir):
+    cat = cifar_jpeg_dir / "cifar10-jpeg" / "test" / "cat"
+    (cat / "0000.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(UserError, match=r"cat/0000.jpg: not a readable image"):
+        load_cifar10(cifar_jpeg_dir, "test", download=False)
+    for image in cat.iterdir():
+        image.unlink()
+    with pytest.raises(UserError, match=r"test/cat: class folder holds no images"):
+        load_cifar10(cifar_jpeg_dir, "test", download=False)
+
+
+def test_checkpoint_from_another_model_is_refused(trained, tmp_path):
+    data_dir, _ = trained
+    result = run_script("hw3/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
+                        "--out-dir", tmp_path)
+    assert result.returncode == 2
+    assert "holds a 'hw0-q2-linear' model, expected 'hw3-cifar10'" in result.stderr
+    assert "Traceback" not in result.stderr
