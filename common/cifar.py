@@ -15,6 +15,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from common.atomic_io import atomic_path
 from common.data_dir import cache_dir
+from common.distributed import rank, shard
 from common.errors import DataNotFoundError, UserError
 
 TORCHVISION_DIR = "cifar-10-batches-py"
@@ -103,11 +104,14 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
 
 class CifarBatches:
     """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
-    training shuffled and augmented (flip, padded crop) with a generator seeded by (seed, epoch)."""
+    training shuffled and augmented (flip, padded crop) with generators seeded by (seed, epoch).
+
+    With `shard`, each torchrun process takes its own share (training shares padded to equal size)."""
 
     def __init__(self, data: ImageSet, *, batch_size: int, mean: list[float], std: list[float],
-                 train: bool, seed: int = 0, crop_padding: int = 4, device: torch.device | str = "cpu"):
-        self.data, self.batch_size, self.train = data, batch_size, train
+                 train: bool, seed: int = 0, crop_padding: int = 4, shard: bool = False,
+                 device: torch.device | str = "cpu"):
+        self.data, self.batch_size, self.train, self.shard = data, batch_size, train, shard
         self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
         self.device = torch.device(device)
         self.epoch = 0
@@ -116,19 +120,26 @@ class CifarBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
+        return -(-len(self._order(None)) // self.batch_size)
+
+    def _order(self, shuffle: torch.Generator | None) -> Tensor:
+        """This process's image indices: shuffled with `shuffle` if given, else in order."""
+        n = len(self.data)
+        order = torch.arange(n) if shuffle is None else torch.randperm(n, generator=shuffle)
+        return shard(order, pad=self.train) if self.shard else order
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.data), generator=generator) if self.train else None
-        for start in range(0, len(self.data), self.batch_size):
-            index = slice(start, start + self.batch_size) if order is None else \
-                order[start:start + self.batch_size]
+        epoch_seed = self.seed * 100_003 + self.epoch
+        # The shuffle is the same in every process (so shards are disjoint); augmentation differs.
+        order = self._order(torch.Generator().manual_seed(epoch_seed) if self.train else None)
+        augment = torch.Generator().manual_seed(epoch_seed * 1_009 + rank())
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
             images = normalize(self.data.images[index].to(self.device), self.mean, self.std)
             if self.train:
-                images = random_flip(images, generator)
+                images = random_flip(images, augment)
                 if self.crop_padding:
-                    images = random_crop(images, self.crop_padding, generator)
+                    images = random_crop(images, self.crop_padding, augment)
             yield (images.contiguous(memory_format=torch.channels_last),
                    self.data.labels[index].to(self.device))
 

@@ -1,5 +1,7 @@
 """The training loop shared by hw0, hw3 and hw4: epochs over train/val loaders, a per-epoch history,
-progress bars, bf16 autocast, an atomic per-epoch checkpoint and `--resume` from it."""
+progress bars, bf16 autocast, an atomic per-epoch checkpoint and `--resume` from it.
+
+Under torchrun the epoch totals are summed over processes and only rank 0 prints and writes."""
 
 import os
 import time
@@ -14,6 +16,7 @@ from tqdm import tqdm
 from common.atomic_io import write_json
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from common.device import autocast
+from common.distributed import all_reduce_sum, is_distributed, is_main, unwrap
 from common.errors import UserError
 from common.progress import progress
 
@@ -67,6 +70,8 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    if is_distributed():
+        totals = all_reduce_sum(totals.to(device)).cpu()
     if totals[0] == 0:
         raise UserError("a data loader produced no batches (is the dataset empty?)")
     means = (totals[1:] / totals[0]).tolist()
@@ -112,6 +117,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
     start = 0
     if checkpointing is not None and checkpointing.resume:
         start, history = _restore(checkpointing, model, optimizer, scheduler, train_loader)
+    quiet = quiet or not is_main()
     for epoch in range(start + 1, epochs + 1):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
@@ -130,9 +136,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
         _record(history, epoch=epoch, lr=lr, seconds=seconds,
                 samples_per_second=samples / train_seconds,
                 **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()})
-        if checkpointing is not None:
+        if checkpointing is not None and is_main():
             _save(checkpointing, model, optimizer, scheduler, train_loader, epoch, history)
-        if history_path is not None:
+        if history_path is not None and is_main():
             write_json(history_path, history)
         if not quiet:
             print(_epoch_line(history, epochs), flush=True)
@@ -157,7 +163,7 @@ def _save(spec: Checkpointing, model, optimizer, scheduler, loader, epoch: int,
           history: dict[str, list[float]]) -> None:
     generator = getattr(loader, "generator", None)
     save_checkpoint(
-        spec.path, kind=spec.kind, model=model, config=spec.config, settings=spec.settings,
+        spec.path, kind=spec.kind, model=unwrap(model), config=spec.config, settings=spec.settings,
         epoch=epoch, history=history, optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict() if scheduler is not None else None,
         torch_rng=torch.get_rng_state(),
@@ -176,7 +182,7 @@ def _restore(spec: Checkpointing, model, optimizer, scheduler, loader) -> tuple[
         diffs = ", ".join(f"{k}: {state['settings'].get(k)!r} -> {spec.settings.get(k)!r}"
                           for k in changed)
         raise UserError(f"{spec.path}: cannot resume with different settings ({diffs})")
-    load_weights(model, state["model"], spec.path)
+    load_weights(unwrap(model), state["model"], spec.path)
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
@@ -184,5 +190,6 @@ def _restore(spec: Checkpointing, model, optimizer, scheduler, loader) -> tuple[
     generator = getattr(loader, "generator", None)
     if generator is not None and state.get("loader_rng") is not None:
         generator.set_state(state["loader_rng"])
-    print(f"resumed from {spec.path} after epoch {state['epoch']}", flush=True)
+    if is_main():
+        print(f"resumed from {spec.path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"]

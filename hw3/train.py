@@ -14,7 +14,7 @@ from common.checkpoint import save_checkpoint
 from common.cifar import FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
 from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
-from common.device import select_device
+from common.distributed import is_main, per_rank_batch_size, setup, teardown, unwrap, world_size, wrap
 from common.metrics import accuracy
 from common.plotting import plot_history
 from common.seeding import seed_everything
@@ -84,18 +84,18 @@ def main() -> None:
     for key, value in RECIPES[args.model].items():  # unset options take the model's recipe
         if getattr(args, key) is None:
             setattr(args, key, value)
-    widths = args.widths or list(DEFAULT_WIDTHS[args.model])
+    args.widths = widths = args.widths or list(DEFAULT_WIDTHS[args.model])
 
     seed_everything(args.seed)
-    device = select_device(args.device)
+    device = setup(args.device)  # under torchrun: join the process group, one device per process
     data_dir = resolve_data_dir(args.data_dir)
     full_train = load_cifar10(data_dir, "train", fmt=args.dataset_format, limit=args.limit)
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
-    train_loader = CifarBatches(train, batch_size=args.batch_size, train=True, seed=args.seed,
-                                crop_padding=args.crop_padding, **batches)
-    val_loader = CifarBatches(val, batch_size=1000, train=False, **batches) if len(val) else None
+    train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True,
+                                seed=args.seed, crop_padding=args.crop_padding, shard=True, **batches)
+    val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None
 
     config = {"model": args.model, "widths": widths, "classes": train.classes, "mean": mean, "std": std,
               "tta": args.tta}
@@ -105,15 +105,23 @@ def main() -> None:
                                                     batch_size=5000, train=False, **batches)))[0])
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, args.model, args, len(train_loader))
-    settings = {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "lr", "weight_decay",
-                                              "label_smoothing", "crop_padding", "val_size", "seed", "limit")}
+    model = wrap(model, device)  # DistributedDataParallel under torchrun
     out = args.out_dir
     history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
                   train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
                   metrics={"acc": accuracy}, precision=args.precision, quiet=args.quiet,
                   checkpointing=Checkpointing(out / "train_state" / "last.pt", CHECKPOINT_KIND, config,
-                                              settings, resume=args.resume),
+                                              settings_of(args), resume=args.resume),
                   history_path=out / "history.json")
+    if is_main():  # one process writes the results
+        test_and_write(unwrap(model), config, history, args, began, device, data_dir, len(train), len(val))
+    teardown()
+
+
+def test_and_write(model: nn.Module, config: dict, history: dict, args, began: float,
+                   device: torch.device, data_dir: Path, n_train: int, n_val: int) -> None:
+    """Save the model and curves, evaluate once on the test split, write metrics.json and say so."""
+    out, widths = args.out_dir, config["widths"]
     save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
     report_written(out / "model.pt")
     plot_history(history, ["loss", "acc"], out / "accuracy_plot.png",
@@ -122,18 +130,32 @@ def main() -> None:
 
     test = load_cifar10(data_dir, "test", fmt=args.dataset_format, limit=args.limit)
     report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
-    wall = time.perf_counter() - began
+    report["wall_seconds"] = time.perf_counter() - began
+    images_per_second = sum(history["samples_per_second"]) / len(history["epoch"])
     write_test_results(report, cm, test.classes, out, {
         "model": args.model, "widths": widths, "parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": args.epochs, "settings": settings, "precision": args.precision, "tta": args.tta,
-        "train_images": len(train), "val_images": len(val),
-        "final_val_acc": history["val_acc"][-1] if val_loader else None,
-        "train_images_per_second": sum(history["samples_per_second"]) / len(history["epoch"]),
-        "wall_seconds": wall, "device": str(device), "threads": torch.get_num_threads(),
-        "command": "python hw3/train.py " + " ".join(sys.argv[1:]),
+        "epochs": args.epochs, "settings": settings_of(args), "precision": args.precision, "tta": args.tta,
+        "train_images": n_train, "val_images": n_val,
+        "final_val_acc": history["val_acc"][-1] if n_val else None,
+        "processes": world_size(), "train_images_per_second": images_per_second,
+        "train_images_per_second_per_process": images_per_second / world_size(),
+        "device": str(device), "threads_per_process": torch.get_num_threads(),
+        "command": command(),
     })
     print(f"test accuracy {100 * report['accuracy']:.2f}% ({len(test)} images), macro F1 "
-          f"{report['macro_f1']:.4f}, wall time {wall / 60:.1f} min")
+          f"{report['macro_f1']:.4f}, wall time {report['wall_seconds'] / 60:.1f} min")
+
+
+def settings_of(args) -> dict:
+    """The hyperparameters a resumed run must share with the run it continues."""
+    return {k: getattr(args, k) for k in ("model", "widths", "epochs", "batch_size", "lr", "weight_decay",
+                                          "label_smoothing", "crop_padding", "val_size", "seed", "limit")}
+
+
+def command() -> str:
+    """The command line that produced this run, as the user typed it (torchrun included)."""
+    launcher = f"torchrun --nproc_per_node={world_size()} " if world_size() > 1 else "python "
+    return launcher + "hw3/train.py " + " ".join(sys.argv[1:])
 
 
 if __name__ == "__main__":
