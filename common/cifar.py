@@ -17,6 +17,7 @@ from common.atomic_io import atomic_path
 from common.data_dir import cache_dir
 from common.distributed import rank, shard
 from common.errors import DataNotFoundError, UserError
+from common.splits import split_indices
 
 TORCHVISION_DIR = "cifar-10-batches-py"
 IMAGEFOLDER_DIR = "cifar10-jpeg"
@@ -64,10 +65,8 @@ def load_cifar10(data_dir: str | os.PathLike, split: str, *, fmt: str = "auto",
 
 def split_train_val(data: ImageSet, val_size: int, seed: int) -> tuple[ImageSet, ImageSet]:
     """A seeded random split of `data` into (train, validation) with `val_size` validation images."""
-    if not 0 <= val_size < len(data):
-        raise UserError(f"--val-size must be between 0 and {len(data) - 1}, got {val_size}")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    return data.subset(order[val_size:]), data.subset(order[:val_size])
+    train, val = split_indices(len(data), val_size, seed)
+    return data.subset(train), data.subset(val)
 
 
 def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:

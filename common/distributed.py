@@ -7,6 +7,7 @@ rate needs no rescaling and N processes optimise the same objective as one.
 """
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -94,3 +95,9 @@ def shard(order: Tensor, *, pad: bool) -> Tensor:
         extra = world - len(order) % world
         order = torch.cat([order, order.repeat(extra // len(order) + 1)[:extra]])
     return order[rank()::world]
+
+
+def launch_command(script: str) -> str:
+    """The command line that started this run, as the user typed it (torchrun included)."""
+    launcher = f"torchrun --nproc_per_node={world_size()} " if world_size() > 1 else "python "
+    return launcher + script + "".join(f" {arg}" for arg in sys.argv[1:])

@@ -14,7 +14,8 @@ from common.checkpoint import save_checkpoint
 from common.cifar import FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
 from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
-from common.distributed import is_main, per_rank_batch_size, setup, teardown, unwrap, world_size, wrap
+from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
+                                world_size, wrap)
 from common.metrics import accuracy
 from common.plotting import plot_history
 from common.seeding import seed_everything
@@ -24,8 +25,8 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_model
 
 # Defaults per model, chosen on the validation split (see README).
 RECIPES = {
-    "cnn": {"epochs": 15, "batch_size": 256, "lr": 2e-3, "weight_decay": 5e-2,
-            "label_smoothing": 0.1, "crop_padding": 4, "tta": 1},
+    "cnn": {"epochs": 15, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
+            "label_smoothing": 0.1, "crop_padding": 2, "tta": 1},
     "airbench": {"epochs": 15, "batch_size": 1024, "lr": 11.5, "weight_decay": 0.0153,
                  "label_smoothing": 0.2, "crop_padding": 2, "tta": 2},
 }
@@ -140,7 +141,7 @@ def test_and_write(model: nn.Module, config: dict, history: dict, args, began: f
         "processes": world_size(), "train_images_per_second": images_per_second,
         "train_images_per_second_per_process": images_per_second / world_size(),
         "device": str(device), "threads_per_process": torch.get_num_threads(),
-        "command": command(),
+        "command": launch_command("hw3/train.py"),
     })
     print(f"test accuracy {100 * report['accuracy']:.2f}% ({len(test)} images), macro F1 "
           f"{report['macro_f1']:.4f}, wall time {report['wall_seconds'] / 60:.1f} min")
@@ -150,12 +151,6 @@ def settings_of(args) -> dict:
     """The hyperparameters a resumed run must share with the run it continues."""
     return {k: getattr(args, k) for k in ("model", "widths", "epochs", "batch_size", "lr", "weight_decay",
                                           "label_smoothing", "crop_padding", "val_size", "seed", "limit")}
-
-
-def command() -> str:
-    """The command line that produced this run, as the user typed it (torchrun included)."""
-    launcher = f"torchrun --nproc_per_node={world_size()} " if world_size() > 1 else "python "
-    return launcher + "hw3/train.py " + " ".join(sys.argv[1:])
 
 
 if __name__ == "__main__":

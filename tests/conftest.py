@@ -87,3 +87,49 @@ def cifar_batches_dir(tmp_path: Path, monkeypatch) -> Path:
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR_CLASSES}))
     return tmp_path / "batches"
+
+
+POSITIVE_WORDS = ["great", "wonderful", "loved", "superb", "moving", "brilliant"]
+NEGATIVE_WORDS = ["awful", "boring", "hated", "dull", "terrible", "waste"]
+FILLER = ["the", "film", "plot", "actor", "scene", "a", "was", "and", "it", "story", "this", "of"]
+
+
+def write_imdb_folder(root: Path, per_label: dict[str, int]) -> Path:
+    """`root/aclImdb/{split}/{neg,pos}/<id>_<stars>.txt` reviews whose sentiment words give the label,
+    with `<br />` markup, plus an `unsup` folder and a `.feat` file that loaders must ignore."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in per_label.items():
+        for label, words in (("neg", NEGATIVE_WORDS), ("pos", POSITIVE_WORDS)):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                length = int(torch.randint(5, 40, (1,), generator=generator))
+                picks = torch.randint(0, len(FILLER), (length,), generator=generator).tolist()
+                tokens = [FILLER[j] for j in picks]
+                for _ in range(3):
+                    spot = int(torch.randint(0, len(tokens) + 1, (1,), generator=generator))
+                    tokens.insert(spot, words[int(torch.randint(0, len(words), (1,), generator=generator))])
+                text = " ".join(tokens).capitalize() + ".<br /><br />" + " ".join(tokens[:3]) + "!"
+                (folder / f"{i}_{2 if label == 'neg' else 9}.txt").write_text(text)
+        (root / "aclImdb" / split / "labeledBow.feat").write_text("0 1:1\n")
+    (root / "aclImdb" / "train" / "unsup").mkdir(exist_ok=True)
+    (root / "aclImdb" / "train" / "unsup" / "0_0.txt").write_text("unlabelled")
+    return root
+
+
+@pytest.fixture
+def imdb_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny extracted aclImdb folder (30 train / 10 test reviews per label); caches go to tmp."""
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    return write_imdb_folder(tmp_path / "imdb", {"train": 30, "test": 10})
+
+
+@pytest.fixture
+def imdb_archive_dir(imdb_dir: Path, tmp_path: Path) -> Path:
+    """The same reviews as `imdb_dir`, packed as `aclImdb_v1.tar.gz` alone in a folder."""
+    import tarfile
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    with tarfile.open(folder / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(imdb_dir / "aclImdb", arcname="aclImdb")
+    return folder

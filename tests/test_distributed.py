@@ -12,7 +12,9 @@ from torch import nn
 
 import common.cifar as cifar
 import common.distributed as distributed
+import common.text_batches as text_batches
 from common.cifar import CifarBatches, ImageSet
+from common.text_batches import TextBatches
 from common.training import run_epoch
 from tests.conftest import run_script
 
@@ -23,7 +25,8 @@ def as_rank(monkeypatch, rank: int, world: int) -> None:
     """Make the sharding helpers behave as process `rank` of `world`."""
     for module in (distributed, cifar):
         monkeypatch.setattr(module, "rank", lambda: rank, raising=False)
-    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    for module in (distributed, text_batches):
+        monkeypatch.setattr(module, "world_size", lambda: world)
 
 
 @pytest.mark.parametrize("n, world", [(10, 2), (11, 2), (10, 3), (2, 3)])
@@ -53,6 +56,21 @@ def test_loader_shards_are_disjoint_cover_the_data_and_reshuffle(monkeypatch):
         assert not set(seen[epoch, 0]) & set(seen[epoch, 1])
         assert sorted(seen[epoch, 0] + seen[epoch, 1]) == list(range(40))
     assert seen[1, 0] != seen[2, 0]
+
+
+def test_text_batches_split_every_global_batch_across_ranks(monkeypatch):
+    sequences = [torch.ones(n, dtype=torch.long).numpy() for n in range(1, 41)]
+    seen = {}
+    for rank in range(2):
+        as_rank(monkeypatch, rank, 2)
+        loader = TextBatches(sequences, torch.arange(40), batch_size=8, max_len=64, head=8, train=True,
+                             seed=3, shard=True)
+        loader.set_epoch(1)
+        seen[rank] = [labels.tolist() for _, labels in loader]
+    assert len(seen[0]) == len(seen[1]) == 5 and all(len(b) == 4 for b in seen[0] + seen[1])
+    assert sorted(sum(seen[0] + seen[1], [])) == list(range(40))  # disjoint and complete
+    for mine, theirs in zip(seen[0], seen[1]):  # the two halves of one length bucket
+        assert abs(max(mine) - max(theirs)) < 8
 
 
 def free_port() -> int:
@@ -120,6 +138,19 @@ def test_hw3_two_process_run_writes_results_once_and_resumes(cifar_jpeg_dir, tmp
     result = torchrun(*args, "--resume", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("resumed from") == 1
+
+
+def test_hw4_two_process_run_writes_results_once(imdb_dir, tmp_path):
+    out = tmp_path / "out"
+    result = torchrun("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, "--dim", "32", "--layers", "1",
+                      "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--val-size", "10",
+                      "--max-len", "32", "--min-count", "1", "--head", "8", "--device", "cpu",
+                      env={"CSE849_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("metrics.txt") == 1 and result.stdout.count("epoch   4/4") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["command"].startswith("torchrun --nproc_per_node=2")
+    assert metrics["test_reviews"] == 20 and metrics["accuracy"] > 0.6  # chance is 0.5
 
 
 def test_uneven_global_batch_is_a_clear_error(cifar_jpeg_dir, tmp_path):

@@ -1,0 +1,87 @@
+"""A Transformer encoder for text classification: token embeddings plus sinusoidal positions, pre-norm
+blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.text import PAD_ID
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Self-attention with `heads` heads; `keep` (B, T) is True at real tokens, False at padding."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)  # queries, keys and values in one matmul
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, keep: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        mask = keep[:, None, None, :]  # (B, 1, 1, T): every query may look at every real key
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # no attention dropout: it would
+        # force PyTorch's slow reference kernel on CPU instead of its fused (flash) one
+        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attention(norm(x)), then x + feed-forward(norm(x)); dropout
+    on each branch's output."""
+
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = MultiHeadSelfAttention(dim, heads)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, keep: Tensor) -> Tensor:
+        x = x + self.drop(self.attention(self.norm1(x), keep))
+        return x + self.drop(self.feed_forward(self.norm2(x)))
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """The (length, dim) sine/cosine position encodings of "Attention Is All You Need"."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10_000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[:dim // 2])
+    return table
+
+
+class TransformerClassifier(nn.Module):
+    """Token ids (B, T), padded with PAD_ID, to class logits (B, num_classes)."""
+
+    def __init__(self, vocab_size: int, *, dim: int = 128, layers: int = 2, heads: int = 4,
+                 ff_mult: int = 4, dropout: float = 0.1, max_len: int = 512, num_classes: int = 2):
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=PAD_ID)
+        self.register_buffer("positions", sinusoidal_positions(max_len, dim), persistent=False)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, ff_mult, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.normal_(self.embed.weight, std=dim ** -0.5)
+        with torch.no_grad():
+            self.embed.weight[PAD_ID].zero_()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if ids.dim() != 2 or ids.shape[1] > len(self.positions):
+            raise ValueError(f"expected token ids (batch, length <= {len(self.positions)}), "
+                             f"got shape {tuple(ids.shape)}")
+        keep = ids != PAD_ID
+        x = self.drop(self.embed(ids) * math.sqrt(self.dim) + self.positions[:ids.shape[1]])
+        for block in self.blocks:
+            x = block(x, keep)
+        x = self.norm(x)
+        weights = keep.unsqueeze(-1).to(x.dtype)
+        pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1)  # mean over real tokens only
+        return self.head(self.drop(pooled))

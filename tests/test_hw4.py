@@ -1,0 +1,246 @@
+"""hw4: IMDB loading (folder and archive), tokenization, vocabulary, bucketed batches, the Transformer
+(attention against PyTorch's, padding invariance) and the train/eval/predict scripts on a tiny fixture."""
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import common.text as text
+from common.errors import DataNotFoundError, UserError
+from common.imdb import load_imdb
+from common.splits import split_indices
+from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
+from common.text_batches import TextBatches, pad_batch, truncate
+from hw4.model import MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
+from tests.conftest import run_script
+
+
+# --- data ------------------------------------------------------------------------------------------
+def test_folder_loads_labelled_reviews_and_ignores_unsup_and_feat(imdb_dir):
+    train = load_imdb(imdb_dir, "train", download=False)
+    assert len(train) == 60 and train.labels.dtype == torch.int64
+    assert train.labels.tolist() == [0] * 30 + [1] * 30
+    assert "unlabelled" not in train.texts and "<br />" in train.texts[0]
+    assert len(load_imdb(imdb_dir, "test", download=False)) == 20
+
+
+def test_archive_is_extracted_once_into_the_cache(imdb_dir, imdb_archive_dir, monkeypatch):
+    from_archive = load_imdb(imdb_archive_dir, "train", download=False)
+    assert from_archive.texts == load_imdb(imdb_dir, "train", download=False).texts
+    assert not (imdb_archive_dir / "aclImdb").exists()  # the data folder is left untouched
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: pytest.fail("archive extracted twice"))
+    assert load_imdb(imdb_archive_dir, "test", download=False).labels.sum() == 10
+
+
+def test_missing_and_malformed_layouts_are_clear_errors(imdb_dir, tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"IMDB train split not found: looked for .*aclImdb/train"):
+        load_imdb(tmp_path / "empty", "train", download=False)
+    for review in (imdb_dir / "aclImdb" / "test" / "pos").iterdir():
+        review.unlink()
+    with pytest.raises(UserError, match=r"test/pos: holds no .txt reviews"):
+        load_imdb(imdb_dir, "test", download=False)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "aclImdb_v1.tar.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match=r"aclImdb_v1.tar.gz: not a readable .tar.gz archive"):
+        load_imdb(tmp_path / "bad", "train", download=False)
+
+
+def test_unreadable_bytes_are_replaced_not_fatal(imdb_dir):
+    review = next((imdb_dir / "aclImdb" / "train" / "pos").iterdir())
+    review.write_bytes(b"great \xff\xfe film")
+    texts = load_imdb(imdb_dir, "train", download=False).texts
+    assert "great \ufffd\ufffd film" in texts
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train, val = split_indices(100, 20, seed=1)
+    assert len(val) == 20 and sorted(torch.cat([train, val]).tolist()) == list(range(100))
+    assert torch.equal(val, split_indices(100, 20, seed=1)[1])
+    assert not torch.equal(val, split_indices(100, 20, seed=2)[1])
+    with pytest.raises(UserError, match="--val-size must be between 0 and 99"):
+        split_indices(100, 100, seed=0)
+
+
+# --- tokens and vocabulary -------------------------------------------------------------------------
+def test_tokenizer_lowercases_strips_markup_and_splits_punctuation():
+    assert tokenize("Great film!<br /><br />I LOVED it, didn't you? Tom &amp; Jerry") == [
+        "great", "film", "!", "i", "loved", "it", ",", "didn't", "you", "?", "tom", "&", "jerry"]
+    assert tokenize("<i>so-so</i>...") == ["so-so", ".", ".", "."]
+    assert tokenize("") == []
+
+
+def test_corpus_is_cached_so_a_second_run_skips_the_tokenizer(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path))
+    texts = ["A good film.", "", "A bad, bad film!"]
+    first = tokenize_corpus(texts, quiet=True)
+    assert [first.words[i] for i in first.flat[first.offsets[2]:first.offsets[3]]] == \
+        ["a", "bad", ",", "bad", "film", "!"]
+    assert first.lengths().tolist() == [4, 0, 6]
+    monkeypatch.setattr(text, "tokenize", lambda _: pytest.fail("tokenized again"))
+    again = tokenize_corpus(texts, quiet=True)
+    assert again.words == first.words and np.array_equal(again.flat, first.flat)
+    with pytest.raises(pytest.fail.Exception):
+        tokenize_corpus(["another text"], quiet=True)  # other texts are not served from the cache
+
+
+def test_vocabulary_respects_min_count_max_size_and_training_texts_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path))
+    corpus = tokenize_corpus(["good good good bad", "good bad plot", "unseen words here"], quiet=True)
+    vocab = Vocab.build(corpus, np.array([0, 1]), min_count=2)
+    assert vocab.words == ["<pad>", "<unk>", "good", "bad"]
+    assert Vocab.build(corpus, np.array([0, 1]), min_count=1, max_size=3).words == ["<pad>", "<unk>", "good"]
+    assert vocab.encode(["good", "plot", "unseen"]).tolist() == [2, UNK_ID, UNK_ID]
+    encoded = vocab.encode_corpus(tokenize_corpus(["bad good", "", "zzz"], quiet=True))
+    assert [ids.tolist() for ids in encoded] == [[3, 2], [UNK_ID], [UNK_ID]]  # never an empty sequence
+    with pytest.raises(ValueError, match="starts with"):
+        Vocab(["good", "bad"])
+
+
+# --- batches ---------------------------------------------------------------------------------------
+def test_truncation_keeps_head_and_tail_and_padding_is_on_the_right():
+    ids = np.arange(10)
+    assert truncate(ids, 6, 2).tolist() == [0, 1, 6, 7, 8, 9]
+    assert truncate(ids, 20, 2).tolist() == list(range(10))
+    assert pad_batch([np.array([5, 6, 7]), np.array([8])]).tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID]]
+
+
+def test_bucketed_batches_cover_the_data_pad_little_and_reshuffle():
+    rng = np.random.default_rng(0)
+    sequences = [np.full(int(n), 7) for n in rng.integers(1, 200, 300)]
+    loader = TextBatches(sequences, torch.arange(300), batch_size=10, max_len=150, head=50, train=True,
+                         pool=10)
+    assert len(loader) == 30
+    epochs = []
+    for epoch in (1, 2):
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        labels = torch.cat([y for _, y in batches])
+        assert sorted(labels.tolist()) == list(range(300))
+        padding = sum(int((x == PAD_ID).sum()) for x, _ in batches) / sum(x.numel() for x, _ in batches)
+        assert padding < 0.1 and max(x.shape[1] for x, _ in batches) == 150
+        epochs.append(labels.tolist())
+    assert epochs[0] != epochs[1]
+    evaluation = TextBatches(sequences, torch.arange(300), batch_size=64, max_len=150, head=50, train=False)
+    assert sorted(torch.cat([y for _, y in evaluation]).tolist()) == list(range(300))
+
+
+# --- model -----------------------------------------------------------------------------------------
+def test_attention_matches_pytorch_multihead_attention_with_copied_weights():
+    torch.manual_seed(0)
+    ours, theirs = MultiHeadSelfAttention(32, 4), nn.MultiheadAttention(32, 4, batch_first=True)
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(ours.qkv.weight)
+        theirs.in_proj_bias.copy_(ours.qkv.bias)
+        theirs.out_proj.weight.copy_(ours.out.weight)
+        theirs.out_proj.bias.copy_(ours.out.bias)
+    x = torch.randn(3, 7, 32)
+    keep = torch.ones(3, 7, dtype=torch.bool)
+    keep[1, 5:] = keep[2, 2:] = False
+    expected, _ = theirs(x, x, x, key_padding_mask=~keep, need_weights=False)
+    torch.testing.assert_close(ours(x, keep), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_positions_are_the_sinusoids_of_the_paper():
+    table = sinusoidal_positions(50, 16)
+    assert table.shape == (50, 16)
+    torch.testing.assert_close(table[0], torch.tensor([0.0, 1.0] * 8))
+    assert table[7, 0] == pytest.approx(np.sin(7)) and table[7, 3] == pytest.approx(np.cos(7 / 10_000 ** (2 / 16)))
+
+
+def test_padded_batch_gives_the_same_logits_as_each_sequence_alone():
+    torch.manual_seed(0)
+    model = TransformerClassifier(50, dim=32, layers=2, heads=4, max_len=64).eval()
+    sequences = [np.array([5, 9, 3, 7, 2, 8, 4]), np.array([11, 12]), np.array([6, 6, 6, 30])]
+    batched = model(pad_batch(sequences))
+    alone = torch.cat([model(torch.from_numpy(s)[None]) for s in sequences])
+    assert batched.shape == (3, 2)
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_model_rejects_bad_shapes_and_learns_a_toy_task():
+    torch.manual_seed(0)
+    model = TransformerClassifier(20, dim=32, layers=1, heads=4, max_len=16, dropout=0.0)
+    with pytest.raises(ValueError, match="length <= 16"):
+        model(torch.ones(2, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="model width 30 is not divisible by 4 heads"):
+        MultiHeadSelfAttention(30, 4)
+    ids = torch.randint(2, 20, (64, 10))
+    labels = (ids == 3).any(1).long()  # positive when token 3 occurs anywhere
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = nn.functional.cross_entropy(model(ids), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# --- scripts ---------------------------------------------------------------------------------------
+TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3",
+        "--val-size", "10", "--max-len", "32", "--head", "8", "--min-count", "1", "--warmup", "0.05",
+        "--device", "cpu"]
+
+
+@pytest.fixture
+def trained(imdb_dir, tmp_path):
+    """A tiny run of hw4/train.py on the fixture; returns (data dir, output dir)."""
+    out = tmp_path / "out"
+    result = run_script("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, "--quiet", *TINY,
+                        env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    return imdb_dir, out
+
+
+def test_train_writes_metrics_that_beat_chance(trained):
+    _, out = trained
+    for name in ("model.pt", "training_curves.png", "confusion_matrix.png", "history.json", "metrics.txt"):
+        assert (out / name).stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_reviews"] == 20 and metrics["accuracy"] >= 0.75 and metrics["f1"] > 0.7
+    assert metrics["train_reviews"] == 50 and sum(map(sum, metrics["confusion_matrix"])) == 20
+    report = (out / "metrics.txt").read_text()
+    assert report.startswith("accuracy ") and "false pos" in report and "command    python hw4/train.py" in report
+
+
+def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
+    data_dir, out = trained
+    result = run_script("hw4/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
+                        "--out-dir", tmp_path / "eval", env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"])
+    review = tmp_path / "review.txt"
+    review.write_text("A wonderful, superb and brilliant film. Loved it!")
+    result = run_script("hw4/predict.py", "awful boring terrible waste", "--file", review,
+                        "--checkpoint", out / "model.pt")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("neg ") and lines[1].startswith("pos ")
+    assert all(0.5 <= float(line.split()[1]) <= 1 for line in lines)
+
+
+def test_resume_continues_the_run(trained, tmp_path):
+    data_dir, out = trained
+    result = run_script("hw4/train.py", "--data-dir", data_dir, "--out-dir", out, *TINY, "--resume",
+                        env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout and "epoch   1/4" not in result.stdout
+
+
+def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):
+    result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path)
+    assert result.returncode == 3 and result.stderr.count("\n") == 1
+    assert "aclImdb" in result.stderr
+    data_dir, _ = trained
+    result = run_script("hw4/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
+                        "--out-dir", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds a 'hw0-q2-linear' model, expected 'hw4-imdb-transformer'" in result.stderr
+    result = run_script("hw4/predict.py", "--checkpoint", tmp_path / "absent.pt", "some text")
+    assert result.returncode == 2 and "absent.pt: no such checkpoint file" in result.stderr
