@@ -15,6 +15,10 @@ SCRIPTS = [
     "hw0/q3.py",
     "hw1/q1.py",
     "hw1/q2.py",
+    "hw2/check.py",
+    "hw2/train.py",
+    "hw3/train.py",
+    "hw4/train.py",
 ]
 DATA_MISSING = 3
 

@@ -10,6 +10,7 @@ from tests.conftest import run_script
 SMOKE_RUNS = {
     "hw0/q3.py": ["--epochs", "1", "--batch-sizes", "256", "--lrs", "0.01", "--seeds", "1"],
     "hw1/q2.py": ["--epochs", "1", "--lrs", "0.01"],
+    "hw2/train.py": ["--epochs", "1", "--limit", "600", "--val-size", "100"],
     "hw3/train.py": ["--limit", "600", "--val-size", "100", "--epochs", "1", "--batch-size", "64"],
     "hw4/train.py": ["--limit", "300", "--val-size", "50", "--epochs", "1", "--max-len", "128",
                      "--dim", "32", "--layers", "1"],
