@@ -32,7 +32,8 @@ def build_model(config: dict) -> TransformerClassifier:
     """The classifier described by a checkpoint config (vocabulary, sizes, maximum length)."""
     return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
                                  heads=config["heads"], ff_mult=config["ff_mult"], dropout=config["dropout"],
-                                 max_len=config["max_len"], num_classes=len(config["classes"]))
+                                 max_len=config["max_len"], num_classes=len(config["classes"]),
+                                 token_dropout=config.get("token_dropout", 0.0))
 
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:

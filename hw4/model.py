@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common.text import PAD_ID
+from common.text import PAD_ID, UNK_ID
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -60,9 +60,10 @@ class TransformerClassifier(nn.Module):
     """Token ids (B, T), padded with PAD_ID, to class logits (B, num_classes)."""
 
     def __init__(self, vocab_size: int, *, dim: int = 128, layers: int = 2, heads: int = 4,
-                 ff_mult: int = 4, dropout: float = 0.1, max_len: int = 512, num_classes: int = 2):
+                 ff_mult: int = 4, dropout: float = 0.1, max_len: int = 512, num_classes: int = 2,
+                 token_dropout: float = 0.0):
         super().__init__()
-        self.dim = dim
+        self.dim, self.token_dropout = dim, token_dropout
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=PAD_ID)
         self.register_buffer("positions", sinusoidal_positions(max_len, dim), persistent=False)
         self.drop = nn.Dropout(dropout)
@@ -78,6 +79,9 @@ class TransformerClassifier(nn.Module):
             raise ValueError(f"expected token ids (batch, length <= {len(self.positions)}), "
                              f"got shape {tuple(ids.shape)}")
         keep = ids != PAD_ID
+        if self.training and self.token_dropout:  # word dropout: hide random tokens behind <unk>
+            hidden = torch.rand(ids.shape, device=ids.device) < self.token_dropout
+            ids = ids.masked_fill(hidden & keep, UNK_ID)
         x = self.drop(self.embed(ids) * math.sqrt(self.dim) + self.positions[:ids.shape[1]])
         for block in self.blocks:
             x = block(x, keep)

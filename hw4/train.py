@@ -26,26 +26,28 @@ from common.text_batches import TextBatches
 from common.training import Checkpointing, fit
 from hw4.eval import CHECKPOINT_KIND, build_model, evaluate_test, write_test_results
 
-MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
+MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "max_len", "head")
 
 
 def main() -> None:
     began = time.perf_counter()
     parser = make_parser(__doc__, "hw4/results")
-    add_training_args(parser, epochs=6, batch_size=32, lr=1e-3, precision="bf16")
+    add_training_args(parser, epochs=2, batch_size=32, lr=1e-3, precision="bf16")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps spent warming up")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--max-len", type=positive(), default=512, help="tokens kept per review")
-    parser.add_argument("--head", type=int, default=128,
+    parser.add_argument("--max-len", type=positive(), default=1024, help="tokens kept per review")
+    parser.add_argument("--head", type=int, default=256,
                         help="of those, how many from the start of a long review (the rest from its end)")
-    parser.add_argument("--min-count", type=positive(), default=2, help="rarest word kept in the vocabulary")
-    parser.add_argument("--max-vocab", type=positive(), default=30_000, help="vocabulary size cap")
+    parser.add_argument("--min-count", type=positive(), default=5, help="rarest word kept in the vocabulary")
+    parser.add_argument("--max-vocab", type=positive(), default=20_000, help="vocabulary size cap")
     parser.add_argument("--dim", type=positive(), default=128, help="model width")
     parser.add_argument("--layers", type=positive(), default=2)
     parser.add_argument("--heads", type=positive(), default=4)
     parser.add_argument("--ff-mult", type=positive(), default=4, help="feed-forward width / model width")
-    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--token-dropout", type=float, default=0.0,
+                        help="training only: chance of replacing each token with <unk>")
     parser.add_argument("--val-size", type=int, default=2500,
                         help="training reviews held out for validation (0: train on all)")
     parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
