@@ -1,6 +1,7 @@
 """Checkpoints that say what they are: saved atomically, validated on load with one-line errors."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,3 +52,16 @@ def load_weights(model: nn.Module, state: dict, path: str | os.PathLike) -> None
     except RuntimeError as err:
         detail = " ".join(str(err).split())
         raise UserError(f"{path}: weights do not fit the model ({detail[:200]})") from None
+
+
+def load_model(path: str | os.PathLike, *, kind: str, config_keys: tuple[str, ...],
+               build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
+    """The model `build(config)` makes from a checkpoint's config, with the checkpoint's weights."""
+    checkpoint = load_checkpoint(path, kind=kind)
+    config = checkpoint["config"]
+    missing = [key for key in config_keys if key not in config]
+    if missing:
+        raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}")
+    model = build(config)
+    load_weights(model, checkpoint["model"], path)
+    return model, config

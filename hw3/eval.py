@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from common.atomic_io import write_json
-from common.checkpoint import load_checkpoint, load_weights
+from common import checkpoint
 from common.cifar import FORMATS, CifarBatches, ImageSet, load_cifar10
 from common.cli import make_parser, report_written, run
 from common.data_dir import resolve_data_dir
@@ -28,13 +28,9 @@ CONFIG_KEYS = ("model", "widths", "classes", "mean", "std", "tta")
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The model and config stored in a hw3 checkpoint, ready for inference on `device`."""
-    checkpoint = load_checkpoint(path, kind=CHECKPOINT_KIND)
-    config = checkpoint["config"]
-    missing = [key for key in CONFIG_KEYS if key not in config]
-    if missing:
-        raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}")
-    model = build_model({**config, "num_classes": len(config["classes"])})
-    load_weights(model, checkpoint["model"], path)
+    model, config = checkpoint.load_model(
+        path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
+        build=lambda config: build_model({**config, "num_classes": len(config["classes"])}))
     return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 

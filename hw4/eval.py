@@ -11,11 +11,10 @@ import torch
 from torch import nn
 
 from common.atomic_io import write_json, write_text
-from common.checkpoint import load_checkpoint, load_weights
+from common import checkpoint
 from common.cli import make_parser, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import select_device
-from common.errors import UserError
 from common.imdb import Reviews, load_imdb
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import plot_confusion_matrix
@@ -38,13 +37,8 @@ def build_model(config: dict) -> TransformerClassifier:
 
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The model and config stored in a hw4 checkpoint, ready for inference on `device`."""
-    checkpoint = load_checkpoint(path, kind=CHECKPOINT_KIND)
-    config = checkpoint["config"]
-    missing = [key for key in CONFIG_KEYS if key not in config]
-    if missing:
-        raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}")
-    model = build_model(config)
-    load_weights(model, checkpoint["model"], path)
+    model, config = checkpoint.load_model(path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
+                                          build=build_model)
     return model.to(device).eval(), config
 
 

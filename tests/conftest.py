@@ -19,6 +19,19 @@ def run_script(script: str, *args: str, env: dict | None = None, timeout: float 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def full_batch_losses(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                      optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
+    """Cross-entropy before each of `steps` full-batch optimizer steps."""
+    losses = []
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture
 def hw0_data_dir(tmp_path: Path) -> Path:
     """A data folder with a small HW0_data.pt: y = x^2 + noise, 1-D inputs, no y_test."""

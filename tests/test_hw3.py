@@ -12,7 +12,7 @@ from common.cifar import (CifarBatches, channel_stats, load_cifar10, random_crop
                           split_train_val)
 from common.errors import DataNotFoundError, UserError
 from hw3.models import DEFAULT_WIDTHS, MODELS, build_model, predict_logits
-from tests.conftest import CIFAR_CLASSES, run_script
+from tests.conftest import CIFAR_CLASSES, full_batch_losses, run_script
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -116,14 +116,7 @@ def test_models_give_one_logit_per_class_and_learn(name):
     assert model(images).shape == (24, 3)
     assert predict_logits(model.eval(), images, tta=2).shape == (24, 3)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss = nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = full_batch_losses(model, images, labels, torch.optim.Adam(model.parameters(), lr=1e-2), steps=15)
     assert losses[-1] < 0.5 * losses[0]
 
 

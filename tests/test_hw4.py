@@ -16,7 +16,7 @@ from common.splits import split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
 from hw4.model import MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
-from tests.conftest import run_script
+from tests.conftest import full_batch_losses, run_script
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -170,14 +170,7 @@ def test_model_rejects_bad_shapes_and_learns_a_toy_task():
         MultiHeadSelfAttention(30, 4)
     ids = torch.randint(2, 20, (64, 10))
     labels = (ids == 3).any(1).long()  # positive when token 3 occurs anywhere
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = nn.functional.cross_entropy(model(ids), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = full_batch_losses(model, ids, labels, torch.optim.AdamW(model.parameters(), lr=3e-3), steps=40)
     assert losses[-1] < 0.5 * losses[0]
 
 
