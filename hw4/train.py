@@ -15,6 +15,7 @@ from common.cli import add_training_args, make_parser, positive, report_written,
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
+from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
 from common.metrics import accuracy
 from common.plotting import plot_history
@@ -52,6 +53,8 @@ def main() -> None:
                         help="training reviews held out for validation (0: train on all)")
     parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
     args = parser.parse_args()
+    if not 0 <= args.head <= args.max_len:
+        raise UserError(f"--head {args.head} must be between 0 and --max-len {args.max_len}")
 
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process

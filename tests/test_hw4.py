@@ -235,5 +235,7 @@ def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_
                         "--out-dir", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "holds a 'hw0-q2-linear' model, expected 'hw4-imdb-transformer'" in result.stderr
+    result = run_script("hw4/train.py", "--data-dir", data_dir, "--max-len", "100", "--head", "300")
+    assert result.returncode == 2 and result.stderr == "error: --head 300 must be between 0 and --max-len 100\n"
     result = run_script("hw4/predict.py", "--checkpoint", tmp_path / "absent.pt", "some text")
     assert result.returncode == 2 and "absent.pt: no such checkpoint file" in result.stderr

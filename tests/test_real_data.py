@@ -13,7 +13,7 @@ SMOKE_RUNS = {
     "hw2/train.py": ["--epochs", "1", "--limit", "600", "--val-size", "100"],
     "hw3/train.py": ["--limit", "600", "--val-size", "100", "--epochs", "1", "--batch-size", "64"],
     "hw4/train.py": ["--limit", "300", "--val-size", "50", "--epochs", "1", "--max-len", "128",
-                     "--dim", "32", "--layers", "1"],
+                     "--head", "32", "--dim", "32", "--layers", "1"],
 }
 
 
