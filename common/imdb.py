@@ -22,17 +22,22 @@ SPLITS = ("train", "test")
 
 @dataclass
 class Reviews:
-    """Review texts, labels as int64 (0 = neg, 1 = pos), and where they were read from."""
+    """Review texts and their labels as int64 (0 = neg, 1 = pos)."""
 
     texts: list[str]
     labels: Tensor
-    source: Path
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: Tensor) -> "Reviews":
-        return Reviews([self.texts[i] for i in index.tolist()], self.labels[index], self.source)
+        return Reviews([self.texts[i] for i in index.tolist()], self.labels[index])
+
+    def sample(self, limit: int | None) -> "Reviews":
+        """A fixed random `limit` of the reviews (all of them if `limit` is None), for smoke runs."""
+        if limit is None or limit >= len(self):
+            return self
+        return self.subset(torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:limit])
 
 
 def load_imdb(data_dir: str | os.PathLike, split: str, *, download: bool = True) -> Reviews:
@@ -50,7 +55,7 @@ def load_imdb(data_dir: str | os.PathLike, split: str, *, download: bool = True)
             raise UserError(f"{folder}: holds no .txt reviews")
         texts += [path.read_text(encoding="utf-8", errors="replace") for path in files]
         labels += [label] * len(files)
-    return Reviews(texts, torch.tensor(labels), root / split)
+    return Reviews(texts, torch.tensor(labels))
 
 
 def find_imdb(data_dir: Path, split: str, *, download: bool = True) -> Path:

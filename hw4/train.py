@@ -60,10 +60,7 @@ def main() -> None:
     device = setup(args.device)  # under torchrun: join the process group, one device per process
     per_rank_batch_size(args.batch_size)  # --batch-size is global; it must split evenly
     data_dir = resolve_data_dir(args.data_dir)
-    reviews = load_imdb(data_dir, "train")
-    if args.limit:
-        reviews = reviews.subset(torch.randperm(len(reviews), generator=torch.Generator().manual_seed(0))
-                                 [:args.limit])
+    reviews = load_imdb(data_dir, "train").sample(args.limit)
     corpus = tokenize_corpus(reviews.texts, quiet=args.quiet or not is_main())
     train_idx, val_idx = split_indices(len(reviews), args.val_size, seed=args.seed)
     vocab = Vocab.build(corpus, train_idx.numpy(), min_count=args.min_count, max_size=args.max_vocab)
@@ -100,10 +97,7 @@ def main() -> None:
         plot_history(history, ["loss", "acc"], out / "training_curves.png",
                      title=f"IMDB Transformer ({args.layers} layers, width {args.dim}): train and validation")
         report_written(out / "training_curves.png")
-        test = load_imdb(data_dir, "test")
-        if args.limit:
-            test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
-                               [:args.limit])
+        test = load_imdb(data_dir, "test").sample(args.limit)
         report, cm = evaluate_test(model, config, test, device=device, precision=args.precision,
                                    quiet=args.quiet)
         report["wall_seconds"] = time.perf_counter() - began

@@ -25,6 +25,8 @@ def test_folder_loads_labelled_reviews_and_ignores_unsup_and_feat(imdb_dir):
     assert len(train) == 60 and train.labels.dtype == torch.int64
     assert train.labels.tolist() == [0] * 30 + [1] * 30
     assert "unlabelled" not in train.texts and "<br />" in train.texts[0]
+    sample = train.sample(10)
+    assert len(sample) == 10 and sample.texts == train.sample(10).texts and train.sample(None) is train
     assert len(load_imdb(imdb_dir, "test", download=False)) == 20
 
 
