@@ -16,6 +16,7 @@ from common.cifar import FORMATS, CifarBatches, ImageSet, load_cifar10
 from common.cli import make_parser, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import select_device
+from common.distributed import launch_command
 from common.errors import UserError
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import plot_confusion_matrix
@@ -74,7 +75,7 @@ def main() -> None:
     report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
     write_test_results(report, cm, test.classes, args.out_dir, {
         "checkpoint": str(args.checkpoint), "model": config["model"],
-        "command": "python hw3/eval.py " + " ".join(sys.argv[1:])})
+        "command": launch_command("hw3/eval.py")})
     print(f"test accuracy {100 * report['accuracy']:.2f}% on {len(test)} images, "
           f"macro F1 {report['macro_f1']:.4f}")
 

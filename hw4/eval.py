@@ -15,6 +15,7 @@ from common import checkpoint
 from common.cli import make_parser, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import select_device
+from common.distributed import launch_command
 from common.imdb import Reviews, load_imdb
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import plot_confusion_matrix
@@ -93,7 +94,7 @@ def main() -> None:
     test = load_imdb(resolve_data_dir(args.data_dir), "test")
     report, cm = evaluate_test(model, config, test, device=device, precision=args.precision, quiet=args.quiet)
     write_test_results(report, cm, args.out_dir, {
-        "checkpoint": str(args.checkpoint), "command": "python hw4/eval.py " + " ".join(sys.argv[1:])})
+        "checkpoint": str(args.checkpoint), "command": launch_command("hw4/eval.py")})
 
 
 if __name__ == "__main__":
