@@ -18,20 +18,24 @@ from common.errors import DataNotFoundError, UserError
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 CLASSES = ["neg", "pos"]  # label 0, label 1
 SPLITS = ("train", "test")
+MOVIE_BLOCK = 250  # review ids per group in Reviews.groups
 
 
 @dataclass
 class Reviews:
-    """Review texts and their labels as int64 (0 = neg, 1 = pos)."""
+    """Review texts, their labels as int64 (0 = neg, 1 = pos), and `groups`: blocks of MOVIE_BLOCK
+    consecutive review ids per label. aclImdb numbers reviews in the order of its per-movie URL
+    lists, so one movie's reviews have consecutive ids and a block holds whole movies (bar its edges)."""
 
     texts: list[str]
     labels: Tensor
+    groups: Tensor
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: Tensor) -> "Reviews":
-        return Reviews([self.texts[i] for i in index.tolist()], self.labels[index])
+        return Reviews([self.texts[i] for i in index.tolist()], self.labels[index], self.groups[index])
 
     def sample(self, limit: int | None) -> "Reviews":
         """A fixed random `limit` of the reviews (all of them if `limit` is None), for smoke runs."""
@@ -45,7 +49,7 @@ def load_imdb(data_dir: str | os.PathLike, split: str, *, download: bool = True)
     if split not in SPLITS:
         raise UserError(f"unknown IMDB split {split!r}; expected one of {SPLITS}")
     root = find_imdb(Path(data_dir), split, download=download)
-    texts, labels = [], []
+    texts, labels, groups = [], [], []
     for label, name in enumerate(CLASSES):
         folder = root / split / name
         if not folder.is_dir():
@@ -55,7 +59,8 @@ def load_imdb(data_dir: str | os.PathLike, split: str, *, download: bool = True)
             raise UserError(f"{folder}: holds no .txt reviews")
         texts += [path.read_text(encoding="utf-8", errors="replace") for path in files]
         labels += [label] * len(files)
-    return Reviews(texts, torch.tensor(labels))
+        groups += [label * 10**9 + _review_id(path, i) // MOVIE_BLOCK for i, path in enumerate(files)]
+    return Reviews(texts, torch.tensor(labels), torch.tensor(groups))
 
 
 def find_imdb(data_dir: Path, split: str, *, download: bool = True) -> Path:
@@ -92,6 +97,12 @@ def _extract(archive: Path) -> Path:
             raise UserError(f"{archive}: not a readable .tar.gz archive ({err})") from None
         done.touch()
     return target / "aclImdb"
+
+
+def _review_id(path: Path, position: int) -> int:
+    """The id in an aclImdb review name `<id>_<rating>.txt`; the file's position for other names."""
+    number = path.stem.split("_")[0]
+    return int(number) if number.isdigit() else position
 
 
 def _is_review(name: str) -> bool:

@@ -22,14 +22,21 @@ from common.plotting import plot_confusion_matrix
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
-from hw4.model import TransformerClassifier
+from hw4.model import Ensemble, TransformerClassifier
 
 CHECKPOINT_KIND = "hw4-imdb-transformer"
 CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
 
 
-def build_model(config: dict) -> TransformerClassifier:
-    """The classifier described by a checkpoint config (vocabulary, sizes, maximum length)."""
+def build_model(config: dict) -> nn.Module:
+    """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), or an
+    Ensemble of `config['members']` of them."""
+    members = [build_classifier(config) for _ in range(config.get("members", 1))]
+    return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def build_classifier(config: dict) -> TransformerClassifier:
+    """One encoder with the vocabulary, sizes and maximum length of `config`."""
     return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
                                  heads=config["heads"], ff_mult=config["ff_mult"], dropout=config["dropout"],
                                  max_len=config["max_len"], num_classes=len(config["classes"]),

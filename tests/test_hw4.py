@@ -11,11 +11,12 @@ from torch import nn
 
 import common.text as text
 from common.errors import DataNotFoundError, UserError
+import common.imdb as imdb
 from common.imdb import load_imdb
-from common.splits import split_indices
+from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
-from hw4.model import MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
+from hw4.model import Ensemble, MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
 from tests.conftest import full_batch_losses, run_script
 
 
@@ -65,6 +66,27 @@ def test_split_is_seeded_disjoint_and_complete():
     assert not torch.equal(val, split_indices(100, 20, seed=2)[1])
     with pytest.raises(UserError, match="--val-size must be between 0 and 99"):
         split_indices(100, 100, seed=0)
+
+
+def test_group_split_holds_out_whole_groups_with_each_labels_share():
+    groups, labels = torch.arange(200) // 10, (torch.arange(200) >= 100).long()
+    train, val = split_groups(groups, 40, seed=3, labels=labels)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(200))
+    assert set(groups[val].tolist()).isdisjoint(groups[train].tolist()) and len(set(groups[val].tolist())) == 4
+    assert labels[val].sum() == 20
+    assert torch.equal(val, split_groups(groups, 40, seed=3, labels=labels)[1])
+    assert not torch.equal(val, split_groups(groups, 40, seed=4, labels=labels)[1])
+    cut_train, cut_val = split_groups(groups, 15, seed=0)  # only the last group taken is cut
+    assert len(cut_val) == 15 and len(set(groups[cut_val].tolist()) & set(groups[cut_train].tolist())) == 1
+
+
+def test_reviews_are_grouped_by_blocks_of_review_ids(imdb_dir, monkeypatch):
+    monkeypatch.setattr(imdb, "MOVIE_BLOCK", 10)
+    train = load_imdb(imdb_dir, "train", download=False)
+    ids = [int(p.stem.split("_")[0]) for label in ("neg", "pos")
+           for p in sorted((imdb_dir / "aclImdb" / "train" / label).glob("*.txt"))]
+    assert train.groups.tolist() == [label * 10**9 + i // 10 for label, i in zip(train.labels.tolist(), ids)]
+    assert len(train.groups.unique()) == 6 and len(train.subset(torch.arange(5)).groups) == 5
 
 
 # --- tokens and vocabulary -------------------------------------------------------------------------
@@ -176,6 +198,16 @@ def test_model_rejects_bad_shapes_and_learns_a_toy_task():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_ensemble_averages_its_members_probabilities():
+    torch.manual_seed(0)
+    members = [TransformerClassifier(30, dim=16, layers=1, heads=2, max_len=12).eval() for _ in range(3)]
+    ids = torch.randint(2, 30, (5, 12))
+    with torch.no_grad():
+        expected = torch.stack([m(ids).softmax(-1) for m in members]).mean(0)
+        assert torch.allclose(Ensemble(members)(ids).exp(), expected, atol=1e-6)
+        assert torch.allclose(Ensemble(members[:1])(ids), members[0](ids).log_softmax(-1), atol=1e-6)
+
+
 # --- scripts ---------------------------------------------------------------------------------------
 TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3",
         "--val-size", "10", "--max-len", "32", "--head", "8", "--min-count", "1", "--warmup", "0.05",
@@ -226,6 +258,26 @@ def test_resume_continues_the_run(trained, tmp_path):
                         env={"CSE849_CACHE": str(tmp_path / "c")})
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout and "epoch   1/4" not in result.stdout
+
+
+def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir, tmp_path):
+    out, env = tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")}
+    args = ["--data-dir", imdb_dir, "--out-dir", out, *TINY, "--epochs", "2", "--members", "2"]
+    result = run_script("hw4/train.py", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("epoch   2/2") == 2 and "ensemble of 2: validation accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["members"] == 2 and 0 <= metrics["ensemble_val_acc"] <= 1
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
+    result = run_script("hw4/eval.py", "--checkpoint", out / "model.pt", "--data-dir", imdb_dir,
+                        "--out-dir", tmp_path / "eval", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["accuracy"] == pytest.approx(
+        metrics["accuracy"])
+    (out / "train_state" / "member2.pt").unlink()  # as if stopped before member 2's first epoch ended
+    result = run_script("hw4/train.py", *args, "--resume", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("resumed from") == 1 and result.stdout.count("epoch   1/2") == 1
 
 
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):
