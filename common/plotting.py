@@ -30,12 +30,14 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def plot_curves(ax: Axes, history: dict[str, list[float]], metric: str, *, log: bool = False) -> None:
-    """Draw `train_<metric>` and `val_<metric>` from a training history against the epoch."""
+def plot_curves(ax: Axes, history: dict[str, list[float]], metric: str, *, log: bool = False,
+                label: str = "") -> None:
+    """Draw `train_<metric>` and `val_<metric>` from a training history against the epoch; `label`
+    prefixes the legend entries (e.g. one run among several)."""
     for split, style in (("train", "-"), ("val", "--")):
         key = f"{split}_{metric}"
         if history.get(key):
-            ax.plot(history["epoch"], history[key], style, marker=".", label=split)
+            ax.plot(history["epoch"], history[key], style, marker=".", label=label + split)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)

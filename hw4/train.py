@@ -19,7 +19,7 @@ from common.distributed import (is_main, launch_command, per_rank_batch_size, se
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
 from common.metrics import accuracy
-from common.plotting import plot_history
+from common.plotting import new_figure, plot_curves, save_figure
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 from common.splits import split_groups
@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps spent warming up")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--max-len", type=positive(), default=1024, help="tokens kept per review")
-    parser.add_argument("--head", type=int, default=256,
+    parser.add_argument("--max-len", type=positive(), default=512, help="tokens kept per review")
+    parser.add_argument("--head", type=int, default=128,
                         help="of those, how many from the start of a long review (the rest from its end)")
     parser.add_argument("--min-count", type=positive(), default=5, help="rarest word kept in the vocabulary")
     parser.add_argument("--max-vocab", type=positive(), default=20_000, help="vocabulary size cap")
@@ -53,7 +53,7 @@ def main() -> None:
                         help="training only: chance of replacing each token with <unk>")
     parser.add_argument("--val-size", type=int, default=2500,
                         help="training reviews held out for validation, by whole movies (0: train on all)")
-    parser.add_argument("--members", type=positive(), default=1,
+    parser.add_argument("--members", type=positive(), default=3,
                         help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
     parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
     args = parser.parse_args()
@@ -99,9 +99,9 @@ def main() -> None:
             print(f"ensemble of {args.members}: validation accuracy {100 * ensemble_val_acc:.2f}%", flush=True)
         save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
         report_written(out / "model.pt")
-        plot_history(history, ["loss", "acc"], out / "training_curves.png",
+        plot_members(history, args.members, out / "training_curves.png",
                      title=f"IMDB Transformer ({args.layers} layers, width {args.dim}"
-                           + (f"; {args.members} members, {args.epochs} epochs each" if args.members > 1 else "")
+                           + (f"; {args.members} members trained in turn" if args.members > 1 else "")
                            + "): train and validation")
         report_written(out / "training_curves.png")
         test = load_imdb(data_dir, "test").sample(args.limit)
@@ -141,6 +141,20 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
                                               resume=args.resume and (member == 0 or state.exists())),
                   desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
     return unwrap(model), history
+
+
+def plot_members(history: dict[str, list[float]], members: int, path: Path, title: str) -> None:
+    """Loss and accuracy panels, train and validation, one pair of curves per member of the run's
+    `history` (the members' histories one after another)."""
+    fig, axes = new_figure(2)
+    epochs = len(history["epoch"]) // members
+    for member in range(members):
+        part = {key: values[member * epochs:(member + 1) * epochs] for key, values in history.items()}
+        part["epoch"] = list(range(1, epochs + 1))
+        for ax, metric in zip(axes[0], ("loss", "acc")):
+            plot_curves(ax, part, metric, label=f"member {member + 1} " if members > 1 else "")
+    fig.suptitle(title)
+    save_figure(fig, path)
 
 
 def settings_of(args) -> dict:

@@ -140,14 +140,15 @@ def test_hw3_two_process_run_writes_results_once_and_resumes(cifar_jpeg_dir, tmp
     assert result.stdout.count("resumed from") == 1
 
 
-def test_hw4_two_process_run_writes_results_once(imdb_dir, tmp_path):
+def test_hw4_two_process_ensemble_run_writes_results_once(imdb_dir, tmp_path):
     out = tmp_path / "out"
     result = torchrun("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, "--dim", "32", "--layers", "1",
                       "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--val-size", "10",
-                      "--max-len", "32", "--min-count", "1", "--head", "8", "--device", "cpu",
+                      "--max-len", "32", "--min-count", "1", "--head", "8", "--members", "2", "--device", "cpu",
                       env={"CSE849_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("metrics.txt") == 1 and result.stdout.count("epoch   4/4") == 1
+    assert result.stdout.count("metrics.txt") == 1 and result.stdout.count("epoch   4/4") == 2
+    assert result.stdout.count("ensemble of 2: validation accuracy") == 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["command"].startswith("torchrun --nproc_per_node=2")
     assert metrics["test_reviews"] == 20 and metrics["accuracy"] > 0.6  # chance is 0.5

@@ -198,6 +198,19 @@ def test_model_rejects_bad_shapes_and_learns_a_toy_task():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_unknown_words_are_ignored_like_padding_at_inference_only():
+    torch.manual_seed(0)
+    model = TransformerClassifier(30, dim=16, layers=2, heads=2, max_len=12, dropout=0.0).eval()
+    ids = torch.randint(2, 30, (4, 8))
+    with_unknown = torch.cat([ids, torch.full((4, 4), UNK_ID)], dim=1)
+    with_unknown[1, 8:] = PAD_ID
+    with torch.no_grad():
+        torch.testing.assert_close(model(with_unknown), model(ids), rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(model(torch.tensor([[UNK_ID, UNK_ID, PAD_ID]]))).all()
+        model.train()  # in training <unk> is a token like any other
+        assert not torch.allclose(model(with_unknown), model(ids), atol=1e-3)
+
+
 def test_ensemble_averages_its_members_probabilities():
     torch.manual_seed(0)
     members = [TransformerClassifier(30, dim=16, layers=1, heads=2, max_len=12).eval() for _ in range(3)]
@@ -211,7 +224,7 @@ def test_ensemble_averages_its_members_probabilities():
 # --- scripts ---------------------------------------------------------------------------------------
 TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3",
         "--val-size", "10", "--max-len", "32", "--head", "8", "--min-count", "1", "--warmup", "0.05",
-        "--device", "cpu"]
+        "--members", "1", "--device", "cpu"]
 
 
 @pytest.fixture
