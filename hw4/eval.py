@@ -22,7 +22,7 @@ from common.plotting import plot_confusion_matrix
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
-from hw4.model import Ensemble, TransformerClassifier
+from hw4.model import TransformerClassifier, ensemble
 
 CHECKPOINT_KIND = "hw4-imdb-transformer"
 CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
@@ -31,8 +31,7 @@ CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout
 def build_model(config: dict) -> nn.Module:
     """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), or an
     Ensemble of `config['members']` of them."""
-    members = [build_classifier(config) for _ in range(config.get("members", 1))]
-    return members[0] if len(members) == 1 else Ensemble(members)
+    return ensemble([build_classifier(config) for _ in range(config.get("members", 1))])
 
 
 def build_classifier(config: dict) -> TransformerClassifier:

@@ -110,3 +110,8 @@ class Ensemble(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         log_probabilities = torch.stack([member(ids).float().log_softmax(-1) for member in self.members])
         return log_probabilities.logsumexp(0) - math.log(len(self.members))
+
+
+def ensemble(members: list[nn.Module]) -> nn.Module:
+    """The one model itself, or an Ensemble of several."""
+    return members[0] if len(members) == 1 else Ensemble(members)

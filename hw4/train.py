@@ -27,7 +27,7 @@ from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import Checkpointing, evaluate, fit
 from hw4.eval import CHECKPOINT_KIND, build_classifier, evaluate_test, write_test_results
-from hw4.model import Ensemble
+from hw4.model import ensemble
 
 MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "max_len", "head")
 
@@ -88,7 +88,7 @@ def main() -> None:
         for key, values in member_history.items():  # one history, epochs numbered across members
             history.setdefault(key, []).extend(values)
     history["epoch"] = list(range(1, len(history["epoch"]) + 1))
-    model = members[0] if len(members) == 1 else Ensemble(members)
+    model = ensemble(members)
     ensemble_val_acc = None if val_loader is None or len(members) == 1 else evaluate(
         model, val_loader, nn.CrossEntropyLoss(), device=device, precision=args.precision,
         metrics={"acc": accuracy})["acc"]
