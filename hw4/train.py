@@ -80,13 +80,13 @@ def main() -> None:
 
     config = {"vocab": vocab.words, "classes": CLASSES, "members": args.members,
               **{k: getattr(args, k) for k in MODEL_KEYS}}
-    members, history = [], {}
+    members, histories = [], []
     for member in range(args.members):  # each from its own seed: initial weights, order, dropout
         model, member_history = train_member(args, member, config, batches(train_idx, True, args.seed + member),
                                              val_loader, device)
         members.append(model)
-        for key, values in member_history.items():  # one history, epochs numbered across members
-            history.setdefault(key, []).extend(values)
+        histories.append(member_history)
+    history = {key: [v for h in histories for v in h[key]] for key in histories[0]}  # members one after another
     history["epoch"] = list(range(1, len(history["epoch"]) + 1))
     model = ensemble(members)
     ensemble_val_acc = None if val_loader is None or len(members) == 1 else evaluate(
@@ -99,7 +99,7 @@ def main() -> None:
             print(f"ensemble of {args.members}: validation accuracy {100 * ensemble_val_acc:.2f}%", flush=True)
         save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
         report_written(out / "model.pt")
-        plot_members(history, args.members, out / "training_curves.png",
+        plot_members(histories, out / "training_curves.png",
                      title=f"IMDB Transformer ({args.layers} layers, width {args.dim}"
                            + (f"; {args.members} members trained in turn" if args.members > 1 else "")
                            + "): train and validation")
@@ -143,16 +143,12 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
     return unwrap(model), history
 
 
-def plot_members(history: dict[str, list[float]], members: int, path: Path, title: str) -> None:
-    """Loss and accuracy panels, train and validation, one pair of curves per member of the run's
-    `history` (the members' histories one after another)."""
+def plot_members(histories: list[dict[str, list[float]]], path: Path, title: str) -> None:
+    """Loss and accuracy panels, train and validation, one pair of curves per member's history."""
     fig, axes = new_figure(2)
-    epochs = len(history["epoch"]) // members
-    for member in range(members):
-        part = {key: values[member * epochs:(member + 1) * epochs] for key, values in history.items()}
-        part["epoch"] = list(range(1, epochs + 1))
+    for member, history in enumerate(histories):
         for ax, metric in zip(axes[0], ("loss", "acc")):
-            plot_curves(ax, part, metric, label=f"member {member + 1} " if members > 1 else "")
+            plot_curves(ax, history, metric, label=f"member {member + 1} " if len(histories) > 1 else "")
     fig.suptitle(title)
     save_figure(fig, path)
 
