@@ -22,6 +22,7 @@ from common.splits import split_indices
 TORCHVISION_DIR = "cifar-10-batches-py"
 IMAGEFOLDER_DIR = "cifar10-jpeg"
 FORMATS = ("auto", "torchvision", "imagefolder")
+FLIPS = ("random", "alternate")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
@@ -82,10 +83,14 @@ def normalize(images: Tensor, mean: list[float], std: list[float]) -> Tensor:
     return (images.float() / 255 - mean_t) / std_t
 
 
+def flip_where(images: Tensor, mask: Tensor) -> Tensor:
+    """Mirror left-right the images where the boolean `mask` (N,) is set."""
+    return torch.where(mask.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+
+
 def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(len(images), generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+    return flip_where(images, torch.rand(len(images), generator=generator) < 0.5)
 
 
 def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
@@ -104,13 +109,18 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
 class CifarBatches:
     """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
     training shuffled and augmented (flip, padded crop) with generators seeded by (seed, epoch).
+    `flip="alternate"` mirrors a fixed random half of the images in odd epochs and the other half in
+    even ones (airbench's alternating flip: every image is seen both ways every two epochs).
 
     With `shard`, each torchrun process takes its own share (training shares padded to equal size)."""
 
     def __init__(self, data: ImageSet, *, batch_size: int, mean: list[float], std: list[float],
-                 train: bool, seed: int = 0, crop_padding: int = 4, shard: bool = False,
-                 device: torch.device | str = "cpu"):
+                 train: bool, seed: int = 0, crop_padding: int = 4, flip: str = "random",
+                 shard: bool = False, device: torch.device | str = "cpu"):
+        if flip not in FLIPS:
+            raise UserError(f"unknown flip {flip!r}; choose {', '.join(FLIPS)}")
         self.data, self.batch_size, self.train, self.shard = data, batch_size, train, shard
+        self.flip = flip
         self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
         self.device = torch.device(device)
         self.epoch = 0
@@ -132,11 +142,15 @@ class CifarBatches:
         # The shuffle is the same in every process (so shards are disjoint); augmentation differs.
         order = self._order(torch.Generator().manual_seed(epoch_seed) if self.train else None)
         augment = torch.Generator().manual_seed(epoch_seed * 1_009 + rank())
+        halves = torch.rand(len(self.data), generator=torch.Generator().manual_seed(self.seed)) < 0.5
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             images = normalize(self.data.images[index].to(self.device), self.mean, self.std)
             if self.train:
-                images = random_flip(images, augment)
+                if self.flip == "alternate":
+                    images = flip_where(images, halves[index] ^ bool(self.epoch % 2))
+                else:
+                    images = random_flip(images, augment)
                 if self.crop_padding:
                     images = random_crop(images, self.crop_padding, augment)
             yield (images.contiguous(memory_format=torch.channels_last),

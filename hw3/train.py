@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from common.checkpoint import save_checkpoint
-from common.cifar import FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
+from common.cifar import FLIPS, FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
 from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
+from common.errors import UserError
 from common.metrics import accuracy
+from common.muon import Muon
 from common.plotting import plot_history
 from common.seeding import seed_everything
 from common.training import Checkpointing, fit
@@ -25,33 +27,57 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_model
 
 # Defaults per model, chosen on the validation split (see README).
 RECIPES = {
-    "cnn": {"epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
-            "label_smoothing": 0.1, "crop_padding": 2, "tta": 1},
-    "airbench": {"epochs": 15, "batch_size": 1024, "lr": 11.5, "weight_decay": 0.0153,
-                 "label_smoothing": 0.2, "crop_padding": 2, "tta": 2},
+    "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
+            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1},
+    "airbench": {"optimizer": "sgd", "epochs": 15, "batch_size": 1024, "lr": 11.5, "weight_decay": 0.0153,
+                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "random", "tta": 2},
 }
+WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
 
 
-def make_optimizer(model: nn.Module, name: str, args, steps_per_epoch: int):
-    """AdamW with a one-cycle schedule for the CNN; airbench's Nesterov SGD recipe for airbench."""
+def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
+    """The optimizer and per-step schedule named by `args.optimizer`: AdamW with a one-cycle schedule,
+    or airbench's Nesterov SGD, or airbench94_muon's Muon for the conv filters (airbench net only)."""
     total = args.epochs * steps_per_epoch
-    if name == "cnn":
+    if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
                                                         pct_start=0.25)
         return optimizer, scheduler
-    # airbench: lr and weight decay are given per 1024 examples, decoupled from the batch size and
+    if not isinstance(model, AirbenchNet):
+        raise UserError(f"--optimizer {args.optimizer} is the airbench recipe; use it with --model airbench")
+    norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
+    filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
+    if args.optimizer == "muon":
+        # airbench94_muon's step sizes per example of a summed loss (ours is a batch mean, hence the
+        # factor batch_size), relative to the filters' Muon lr. Its head starts at std 1 and is scaled
+        # by 1/256; ours is PyTorch's default (std ~1/28) scaled by 1/9, hence the (9/256)^2.
+        bias_lr = args.lr * 0.053 / 0.24 * args.batch_size
+        head_lr = args.lr * 0.67 / 0.24 * (9 / 256) ** 2 * args.batch_size
+        decay = args.weight_decay * args.batch_size  # fraction of each SGD weight removed per step
+        sgd = {"momentum": 0.85, "muon": False}
+        groups = [{"params": filters, "momentum": 0.6, "muon": True},
+                  {"params": norm_biases, "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd},
+                  {"params": [model.head.weight], "lr": head_lr, "weight_decay": decay / head_lr, **sgd},
+                  {"params": [model.whiten.bias], "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd}]
+        optimizer = Muon(groups, lr=args.lr)
+        whiten_steps = WHITEN_BIAS_EPOCHS * steps_per_epoch
+
+        def linear(step: int) -> float:  # straight down to zero at the last step
+            return 1 - step / total
+
+        def whiten(step: int) -> float:  # to zero after WHITEN_BIAS_EPOCHS, then frozen
+            return max(0.0, 1 - step / whiten_steps)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, [linear] * 3 + [whiten])
+    # sgd: lr and weight decay are given per 1024 examples, decoupled from the batch size and
     # momentum; the loss here is a batch mean, hence the extra factor of batch_size in the step size.
     momentum = 0.85
     kilostep = 1024 * (1 + 1 / (1 - momentum))
     lr = args.lr / kilostep * args.batch_size
     decay_per_step = args.weight_decay * args.batch_size / kilostep
-    norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
-    whiten_bias = [model.whiten.bias]
-    others = [p for n, p in model.named_parameters()
-              if "norm" not in n and p.requires_grad and p is not model.whiten.bias]
+    others = [p for n, p in model.named_parameters() if "norm" not in n and p.requires_grad]
     groups = [{"params": norm_biases, "lr": 64 * lr, "weight_decay": decay_per_step / (64 * lr)},
-              {"params": others + whiten_bias, "lr": lr, "weight_decay": decay_per_step / lr}]
+              {"params": others, "lr": lr, "weight_decay": decay_per_step / lr}]
     optimizer = torch.optim.SGD(groups, momentum=momentum, nesterov=True)
     warmup = int(0.23 * total)
 
@@ -66,6 +92,8 @@ def main() -> None:
     began = time.perf_counter()
     parser = make_parser(__doc__, "hw3/results")
     parser.add_argument("--model", default="cnn", choices=sorted(MODELS))
+    parser.add_argument("--optimizer", choices=["adamw", "sgd", "muon"],
+                        help="adamw (one-cycle), or airbench's sgd or muon recipe (--model airbench)")
     parser.add_argument("--widths", type=positive(), nargs="+", help="channels per conv block")
     parser.add_argument("--epochs", type=positive())
     parser.add_argument("--batch-size", type=positive())
@@ -73,6 +101,8 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
+    parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
+                        "alternate: a fixed half in odd epochs, the other half in even ones")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
     parser.add_argument("--val-size", type=int, default=5000,
@@ -95,7 +125,8 @@ def main() -> None:
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
     train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True,
-                                seed=args.seed, crop_padding=args.crop_padding, shard=True, **batches)
+                                seed=args.seed, crop_padding=args.crop_padding, flip=args.flip,
+                                shard=True, **batches)
     val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None
 
     config = {"model": args.model, "widths": widths, "classes": train.classes, "mean": mean, "std": std,
@@ -105,7 +136,7 @@ def main() -> None:
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
                                                     batch_size=5000, train=False, **batches)))[0])
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer, scheduler = make_optimizer(model, args.model, args, len(train_loader))
+    optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
     out = args.out_dir
     history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
@@ -149,8 +180,9 @@ def test_and_write(model: nn.Module, config: dict, history: dict, args, began: f
 
 def settings_of(args) -> dict:
     """The hyperparameters a resumed run must share with the run it continues."""
-    return {k: getattr(args, k) for k in ("model", "widths", "epochs", "batch_size", "lr", "weight_decay",
-                                          "label_smoothing", "crop_padding", "val_size", "seed", "limit")}
+    return {k: getattr(args, k) for k in ("model", "optimizer", "widths", "epochs", "batch_size", "lr",
+                                          "weight_decay", "label_smoothing", "crop_padding", "flip",
+                                          "val_size", "seed", "limit")}
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 training, and eval/predict from a saved checkpoint, with clear errors for bad input."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 import common.cifar as cifar
-from common.cifar import (CifarBatches, channel_stats, load_cifar10, random_crop, random_flip,
+from common.cifar import (CifarBatches, ImageSet, channel_stats, load_cifar10, random_crop, random_flip,
                           split_train_val)
 from common.errors import DataNotFoundError, UserError
 from hw3.models import DEFAULT_WIDTHS, MODELS, build_model, predict_logits
+from hw3.train import make_optimizer
 from tests.conftest import CIFAR_CLASSES, full_batch_losses, run_script
 
 
@@ -75,6 +77,24 @@ def test_flip_mirrors_some_images_and_leaves_the_rest():
     assert any(mirrored) and any(unchanged)
 
 
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
+    images = torch.zeros(40, 3, 32, 32, dtype=torch.uint8)
+    images[:, :, :, 0] = 255  # a bright left column shows which images came out mirrored
+    data = ImageSet(images, torch.arange(40), ["a"])  # the label names the image
+    loader = CifarBatches(data, batch_size=16, mean=[0.5] * 3, std=[0.5] * 3, train=True, seed=0,
+                          crop_padding=0, flip="alternate")
+    mirrored = []
+    for epoch in (1, 2, 3):
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        order = torch.cat([labels for _, labels in batches]).argsort()
+        mirrored.append(torch.cat([x[:, 0, 0, -1] > x[:, 0, 0, 0] for x, _ in batches])[order])
+    assert 10 < mirrored[0].sum() < 30
+    assert torch.equal(mirrored[0], ~mirrored[1]) and torch.equal(mirrored[0], mirrored[2])
+    with pytest.raises(UserError, match="unknown flip 'sometimes'"):
+        CifarBatches(data, batch_size=16, mean=[0.5] * 3, std=[0.5] * 3, train=True, flip="sometimes")
+
+
 def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
     images = torch.randn(16, 3, 8, 8)
     assert torch.equal(random_crop(images, 0, torch.Generator()), images)
@@ -118,6 +138,30 @@ def test_models_give_one_logit_per_class_and_learn(name):
     model.train()
     losses = full_batch_losses(model, images, labels, torch.optim.Adam(model.parameters(), lr=1e-2), steps=15)
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_airbench_recipes_lower_the_loss(optimizer):
+    torch.manual_seed(0)
+    model = build_model({"model": "airbench", "widths": [8, 16, 16], "num_classes": 3})
+    images = torch.randn(48, 3, 32, 32)
+    labels = torch.arange(48) % 3
+    images += labels.view(-1, 1, 1, 1).float()
+    model.init_whitening(images)
+    lr, weight_decay = {"sgd": (11.5, 0.0153), "muon": (0.24, 2e-6)}[optimizer]
+    args = SimpleNamespace(optimizer=optimizer, epochs=1, batch_size=48, lr=lr, weight_decay=weight_decay)
+    opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
+    losses = []
+    for _ in range(30):  # one epoch of full-batch steps along the recipe's schedule
+        loss = nn.functional.cross_entropy(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        scheduler.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(UserError, match=f"--optimizer {optimizer} is the airbench recipe"):
+        make_optimizer(build_model({"model": "cnn", "widths": [8]}), args, steps_per_epoch=1)
 
 
 def test_airbench_whitening_decorrelates_patches():
