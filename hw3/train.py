@@ -29,8 +29,8 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_model
 RECIPES = {
     "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
             "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1},
-    "airbench": {"optimizer": "sgd", "epochs": 15, "batch_size": 1024, "lr": 11.5, "weight_decay": 0.0153,
-                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "random", "tta": 2},
+    "airbench": {"optimizer": "muon", "epochs": 18, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
+                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2},
 }
 WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
 
