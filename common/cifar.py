@@ -142,7 +142,8 @@ class CifarBatches:
         # The shuffle is the same in every process (so shards are disjoint); augmentation differs.
         order = self._order(torch.Generator().manual_seed(epoch_seed) if self.train else None)
         augment = torch.Generator().manual_seed(epoch_seed * 1_009 + rank())
-        halves = torch.rand(len(self.data), generator=torch.Generator().manual_seed(self.seed)) < 0.5
+        if self.flip == "alternate":  # the half mirrored in even epochs (the rest in odd ones), by seed
+            halves = torch.rand(len(self.data), generator=torch.Generator().manual_seed(self.seed)) < 0.5
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             images = normalize(self.data.images[index].to(self.device), self.mean, self.std)
