@@ -20,14 +20,16 @@ def run_script(script: str, *args: str, env: dict | None = None, timeout: float 
 
 
 def full_batch_losses(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                      optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
-    """Cross-entropy before each of `steps` full-batch optimizer steps."""
+                      optimizer: torch.optim.Optimizer, steps: int, scheduler=None) -> list[float]:
+    """Cross-entropy before each of `steps` full-batch optimizer (and scheduler) steps."""
     losses = []
     for _ in range(steps):
         loss = torch.nn.functional.cross_entropy(model(inputs), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(loss.item())
     return losses
 

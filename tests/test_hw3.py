@@ -151,14 +151,7 @@ def test_airbench_recipes_lower_the_loss(optimizer):
     lr, weight_decay = {"sgd": (11.5, 0.0153), "muon": (0.24, 2e-6)}[optimizer]
     args = SimpleNamespace(optimizer=optimizer, epochs=1, batch_size=48, lr=lr, weight_decay=weight_decay)
     opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
-    losses = []
-    for _ in range(30):  # one epoch of full-batch steps along the recipe's schedule
-        loss = nn.functional.cross_entropy(model(images), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        scheduler.step()
-        losses.append(loss.item())
+    losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(UserError, match=f"--optimizer {optimizer} is the airbench recipe"):
         make_optimizer(build_model({"model": "cnn", "widths": [8]}), args, steps_per_epoch=1)
