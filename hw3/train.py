@@ -47,8 +47,8 @@ def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
     if not isinstance(model, AirbenchNet):
         raise UserError(f"--optimizer {args.optimizer} is the airbench recipe; use it with --model airbench")
     norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
-    filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
     if args.optimizer == "muon":
+        filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
         # airbench94_muon's step sizes per example of a summed loss (ours is a batch mean, hence the
         # factor batch_size), relative to the filters' Muon lr. Its head starts at std 1 and is scaled
         # by 1/256; ours is PyTorch's default (std ~1/28) scaled by 1/9, hence the (9/256)^2.
