@@ -42,6 +42,7 @@ def evaluate_test(model: nn.Module, config: dict, test: ImageSet, *, device: tor
         raise UserError(f"test classes {test.classes} differ from the checkpoint's {config['classes']}")
     loader = CifarBatches(test, batch_size=batch_size, mean=config["mean"], std=config["std"],
                           train=False, device=device)
+    model.eval()  # `predict` gets a function, not the module, so it cannot switch the mode itself
     began = time.perf_counter()
     logits, labels = predict(lambda x: predict_logits(model, x, config["tta"]), loader, device=device,
                              precision=precision)

@@ -1,6 +1,7 @@
 """hw3: CIFAR-10 loading in both formats, caching, the split, batch augmentation, the models,
 training, and eval/predict from a saved checkpoint, with clear errors for bad input."""
 
+import copy
 import json
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import common.cifar as cifar
 from common.cifar import (CifarBatches, ImageSet, channel_stats, load_cifar10, random_crop, random_flip,
                           split_train_val)
 from common.errors import DataNotFoundError, UserError
+from hw3.eval import evaluate_test
 from hw3.models import DEFAULT_WIDTHS, MODELS, build_model, predict_logits
 from hw3.train import make_optimizer
 from tests.conftest import CIFAR_CLASSES, full_batch_losses, run_script
@@ -165,6 +167,23 @@ def test_airbench_whitening_decorrelates_patches():
     covariance = responses @ responses.T / responses.shape[1]
     off_diagonal = covariance - torch.diag(covariance.diag())
     assert off_diagonal.abs().max() < 0.05 * covariance.diag().max()
+
+
+def test_evaluate_test_uses_running_statistics_even_after_training_mode():
+    torch.manual_seed(0)
+    classes = ["a", "b", "c"]
+    test = ImageSet(torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8), torch.arange(30) % 3, classes)
+    config = {"model": "airbench", "widths": [8, 8, 8], "classes": classes, "mean": [0.5] * 3,
+              "std": [0.25] * 3, "tta": 2}
+    model = build_model({**config, "num_classes": 3})
+    model.groups[0].norm1.running_mean.normal_()  # stats that differ from any test batch's
+    expected, _ = evaluate_test(copy.deepcopy(model).eval(), config, test, device=torch.device("cpu"),
+                                precision="fp32", batch_size=10)
+    stats = model.groups[0].norm1.running_mean.clone()
+    report, _ = evaluate_test(model.train(), config, test, device=torch.device("cpu"), precision="fp32",
+                              batch_size=10)  # left in training mode, as after a run without validation
+    assert torch.equal(model.groups[0].norm1.running_mean, stats) and not model.training
+    assert report["accuracy"] == expected["accuracy"] and report["per_class"] == expected["per_class"]
 
 
 def test_unknown_model_is_a_clear_error():
