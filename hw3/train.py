@@ -29,7 +29,7 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_model
 RECIPES = {
     "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
             "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1},
-    "airbench": {"optimizer": "muon", "epochs": 18, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
+    "airbench": {"optimizer": "muon", "epochs": 17, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
                  "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2},
 }
 WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
@@ -157,7 +157,7 @@ def test_and_write(model: nn.Module, config: dict, history: dict, args, began: f
     save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
     report_written(out / "model.pt")
     plot_history(history, ["loss", "acc"], out / "accuracy_plot.png",
-                 title=f"CIFAR-10 {args.model} {widths}: train and validation")
+                 title=f"CIFAR-10 {args.model} {widths}: train" + (" and validation" if n_val else ""))
     report_written(out / "accuracy_plot.png")
 
     test = load_cifar10(data_dir, "test", fmt=args.dataset_format, limit=args.limit)
