@@ -87,16 +87,17 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: tor
 
 
 @torch.no_grad()
-def predict(model: Callable[..., Tensor], loader: Iterable, *, device: torch.device,
-            precision: str = "fp32") -> tuple[Tensor, Tensor]:
-    """All outputs and targets over `loader`, concatenated on the CPU (model put in eval mode)."""
-    if isinstance(model, nn.Module):
-        model.eval()
+def predict(model: nn.Module, loader: Iterable, *, device: torch.device, precision: str = "fp32",
+            forward: Callable[..., Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """All outputs and targets over `loader`, concatenated on the CPU, with `model` in eval mode;
+    `forward` (e.g. test-time augmentation around `model`) replaces `model(...)` if given."""
+    model.eval()
+    forward = forward or model
     outputs, targets = [], []
     for batch in loader:
         *inputs, target = (t.to(device, non_blocking=True) for t in batch)
         with autocast(device, precision):
-            outputs.append(model(*inputs).float().cpu())
+            outputs.append(forward(*inputs).float().cpu())
         targets.append(target.cpu())
     return torch.cat(outputs), torch.cat(targets)
 

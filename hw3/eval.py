@@ -42,10 +42,9 @@ def evaluate_test(model: nn.Module, config: dict, test: ImageSet, *, device: tor
         raise UserError(f"test classes {test.classes} differ from the checkpoint's {config['classes']}")
     loader = CifarBatches(test, batch_size=batch_size, mean=config["mean"], std=config["std"],
                           train=False, device=device)
-    model.eval()  # `predict` gets a function, not the module, so it cannot switch the mode itself
     began = time.perf_counter()
-    logits, labels = predict(lambda x: predict_logits(model, x, config["tta"]), loader, device=device,
-                             precision=precision)
+    logits, labels = predict(model, loader, device=device, precision=precision,
+                             forward=lambda x: predict_logits(model, x, config["tta"]))
     seconds = time.perf_counter() - began
     cm = confusion_matrix(logits.argmax(1), labels, len(test.classes))
     report = classification_report(cm, test.classes)
