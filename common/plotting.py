@@ -50,9 +50,16 @@ def plot_curves(ax: Axes, history: dict[str, list[float]], metric: str, *, log: 
 def plot_history(history: dict[str, list[float]], metrics: list[str], path: str | os.PathLike,
                  title: str = "") -> None:
     """One panel per metric (e.g. ['loss', 'acc']), train vs validation, saved to `path`."""
+    plot_member_histories([history], metrics, path, title)
+
+
+def plot_member_histories(histories: list[dict[str, list[float]]], metrics: list[str],
+                          path: str | os.PathLike, title: str = "") -> None:
+    """Like `plot_history`, with one pair of train/validation curves per ensemble member's history."""
     fig, axes = new_figure(len(metrics))
-    for ax, metric in zip(axes[0], metrics):
-        plot_curves(ax, history, metric)
+    for member, history in enumerate(histories):
+        for ax, metric in zip(axes[0], metrics):
+            plot_curves(ax, history, metric, label=f"member {member + 1} " if len(histories) > 1 else "")
     if title:
         fig.suptitle(title)
     save_figure(fig, path)

@@ -1,11 +1,12 @@
 """CIFAR-10 models: the seed's three-conv CNN, and a compact airbench-style network for the 92% target.
 
-`build_model(config)` rebuilds either from the `config` stored in a checkpoint.
+`build_model(config)` rebuilds either, or an ensemble of several, from the `config` stored in a checkpoint.
 """
 
 import torch
 from torch import Tensor, nn
 
+from common.ensemble import ensemble
 from common.errors import UserError
 
 
@@ -91,6 +92,11 @@ DEFAULT_WIDTHS = {"cnn": (64, 128, 256), "airbench": (64, 256, 256)}
 
 
 def build_model(config: dict) -> nn.Module:
+    """The network `build_network(config)` describes, or an Ensemble of `config['members']` of them."""
+    return ensemble([build_network(config) for _ in range(config.get("members", 1))])
+
+
+def build_network(config: dict) -> nn.Module:
     """The model named by `config['model']` with `config['widths']` and `config['num_classes']`."""
     name = config.get("model")
     if name not in MODELS:

@@ -10,27 +10,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 from torch import nn
 
+from common.atomic_io import write_json
 from common.checkpoint import save_checkpoint
-from common.cifar import FLIPS, FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
+from common.cifar import FLIPS, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10, split_train_val
 from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
+from common.ensemble import ensemble, join_histories
 from common.errors import UserError
 from common.metrics import accuracy
 from common.muon import Muon
-from common.plotting import plot_history
+from common.plotting import plot_member_histories
 from common.seeding import seed_everything
-from common.training import Checkpointing, fit
+from common.training import Checkpointing, evaluate, fit
 from hw3.eval import CHECKPOINT_KIND, evaluate_test, write_test_results
-from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_model
+from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
 
 # Defaults per model, chosen on the validation split (see README).
 RECIPES = {
     "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
-            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1},
+            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1, "members": 1},
     "airbench": {"optimizer": "muon", "epochs": 17, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
-                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2},
+                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2, "members": 1},
 }
 WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
 
@@ -105,6 +107,8 @@ def main() -> None:
                         "alternate: a fixed half in odd epochs, the other half in even ones")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
+    parser.add_argument("--members", type=positive(),
+                        help="networks trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
     parser.add_argument("--val-size", type=int, default=5000,
                         help="training images held out for validation (0: train on all)")
     parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
@@ -124,40 +128,62 @@ def main() -> None:
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
-    train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True,
-                                seed=args.seed, crop_padding=args.crop_padding, flip=args.flip,
-                                shard=True, **batches)
     val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None
-
     config = {"model": args.model, "widths": widths, "classes": train.classes, "mean": mean, "std": std,
-              "tta": args.tta}
-    model = build_model({**config, "num_classes": len(train.classes)})
+              "tta": args.tta, "members": args.members}
+    members, histories = [], []
+    for member in range(args.members):  # each from its own seed: initial weights and batch order
+        model, history = train_member(args, member, config, train, val_loader, batches, device)
+        members.append(model)
+        histories.append(history)
+    model = ensemble(members)
+    val_acc = None if val_loader is None else histories[0]["val_acc"][-1]
+    if val_loader is not None and len(members) > 1:  # the members vote with log-probabilities
+        val_acc = evaluate(model, val_loader, nn.NLLLoss(), device=device, precision=args.precision,
+                           metrics={"acc": accuracy})["acc"]
+        if is_main():
+            print(f"ensemble of {args.members}: validation accuracy {100 * val_acc:.2f}%", flush=True)
+    if is_main():  # one process writes the results
+        test_and_write(model, config, histories, val_acc, args, began, device, data_dir, len(train), len(val))
+    teardown()
+
+
+def train_member(args, member: int, config: dict, train: ImageSet, val_loader: CifarBatches | None,
+                 batches: dict, device: torch.device) -> tuple[nn.Module, dict]:
+    """Train one network (seeded with args.seed + member) through common's loop; returns it and its history."""
+    seed = args.seed + member
+    seed_everything(seed)
+    train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
+                                crop_padding=args.crop_padding, flip=args.flip, shard=True, **batches)
+    model = build_network({**config, "num_classes": len(train.classes)})
     if isinstance(model, AirbenchNet):
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
                                                     batch_size=5000, train=False, **batches)))[0])
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    out = args.out_dir
+    state = args.out_dir / "train_state" / ("last.pt" if args.members == 1 else f"member{member + 1}.pt")
     history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
                   train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
                   metrics={"acc": accuracy}, precision=args.precision, quiet=args.quiet,
-                  checkpointing=Checkpointing(out / "train_state" / "last.pt", CHECKPOINT_KIND, config,
-                                              settings_of(args), resume=args.resume),
-                  history_path=out / "history.json")
-    if is_main():  # one process writes the results
-        test_and_write(unwrap(model), config, history, args, began, device, data_dir, len(train), len(val))
-    teardown()
+                  checkpointing=Checkpointing(state, CHECKPOINT_KIND, config, settings_of(args),
+                                              resume=args.resume and (member == 0 or state.exists())),
+                  desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
+    return unwrap(model), history
 
 
-def test_and_write(model: nn.Module, config: dict, history: dict, args, began: float,
-                   device: torch.device, data_dir: Path, n_train: int, n_val: int) -> None:
+def test_and_write(model: nn.Module, config: dict, histories: list[dict], val_acc: float | None,
+                   args, began: float, device: torch.device, data_dir: Path, n_train: int, n_val: int) -> None:
     """Save the model and curves, evaluate once on the test split, write metrics.json and say so."""
     out, widths = args.out_dir, config["widths"]
+    history = join_histories(histories)
+    write_json(out / "history.json", history)
     save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
     report_written(out / "model.pt")
-    plot_history(history, ["loss", "acc"], out / "accuracy_plot.png",
-                 title=f"CIFAR-10 {args.model} {widths}: train" + (" and validation" if n_val else ""))
+    plot_member_histories(histories, ["loss", "acc"], out / "accuracy_plot.png",
+                          title=f"CIFAR-10 {args.model} {widths}"
+                                + (f", {args.members} members trained in turn" if args.members > 1 else "")
+                                + ": train" + (" and validation" if n_val else ""))
     report_written(out / "accuracy_plot.png")
 
     test = load_cifar10(data_dir, "test", fmt=args.dataset_format, limit=args.limit)
@@ -168,7 +194,8 @@ def test_and_write(model: nn.Module, config: dict, history: dict, args, began: f
         "model": args.model, "widths": widths, "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": args.epochs, "settings": settings_of(args), "precision": args.precision, "tta": args.tta,
         "train_images": n_train, "val_images": n_val,
-        "final_val_acc": history["val_acc"][-1] if n_val else None,
+        "final_val_acc": val_acc, "members": args.members,
+        "member_val_acc": [h["val_acc"][-1] for h in histories] if n_val else None,
         "processes": world_size(), "train_images_per_second": images_per_second,
         "train_images_per_second_per_process": images_per_second / world_size(),
         "device": str(device), "threads_per_process": torch.get_num_threads(),
@@ -182,7 +209,7 @@ def settings_of(args) -> dict:
     """The hyperparameters a resumed run must share with the run it continues."""
     return {k: getattr(args, k) for k in ("model", "optimizer", "widths", "epochs", "batch_size", "lr",
                                           "weight_decay", "label_smoothing", "crop_padding", "flip",
-                                          "val_size", "seed", "limit")}
+                                          "val_size", "seed", "limit", "members")}
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from common.cli import make_parser, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import select_device
 from common.distributed import launch_command
+from common.ensemble import ensemble
 from common.imdb import Reviews, load_imdb
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import plot_confusion_matrix
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
-from hw4.model import TransformerClassifier, ensemble
+from hw4.model import TransformerClassifier
 
 CHECKPOINT_KIND = "hw4-imdb-transformer"
 CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")

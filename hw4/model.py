@@ -1,6 +1,5 @@
 """A Transformer encoder for text classification: token embeddings plus sinusoidal positions, pre-norm
-blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier;
-and an ensemble that averages the class probabilities of several such encoders."""
+blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier."""
 
 import math
 
@@ -98,20 +97,3 @@ class TransformerClassifier(nn.Module):
         weights = keep.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1)  # mean over real tokens only
         return self.head(self.drop(pooled))
-
-
-class Ensemble(nn.Module):
-    """Classifiers voting with their averaged class probabilities; returns those as log-probabilities."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, ids: Tensor) -> Tensor:
-        log_probabilities = torch.stack([member(ids).float().log_softmax(-1) for member in self.members])
-        return log_probabilities.logsumexp(0) - math.log(len(self.members))
-
-
-def ensemble(members: list[nn.Module]) -> nn.Module:
-    """The one model itself, or an Ensemble of several."""
-    return members[0] if len(members) == 1 else Ensemble(members)

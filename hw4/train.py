@@ -16,10 +16,11 @@ from common.cli import add_training_args, make_parser, positive, report_written,
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
+from common.ensemble import ensemble, join_histories
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
 from common.metrics import accuracy
-from common.plotting import new_figure, plot_curves, save_figure
+from common.plotting import plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 from common.splits import split_groups
@@ -27,7 +28,6 @@ from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import Checkpointing, evaluate, fit
 from hw4.eval import CHECKPOINT_KIND, build_classifier, evaluate_test, write_test_results
-from hw4.model import ensemble
 
 MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "max_len", "head")
 
@@ -86,8 +86,7 @@ def main() -> None:
                                              val_loader, device)
         members.append(model)
         histories.append(member_history)
-    history = {key: [v for h in histories for v in h[key]] for key in histories[0]}  # members one after another
-    history["epoch"] = list(range(1, len(history["epoch"]) + 1))
+    history = join_histories(histories)
     model = ensemble(members)
     ensemble_val_acc = None if val_loader is None or len(members) == 1 else evaluate(
         model, val_loader, nn.CrossEntropyLoss(), device=device, precision=args.precision,
@@ -99,10 +98,10 @@ def main() -> None:
             print(f"ensemble of {args.members}: validation accuracy {100 * ensemble_val_acc:.2f}%", flush=True)
         save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
         report_written(out / "model.pt")
-        plot_members(histories, out / "training_curves.png",
-                     title=f"IMDB Transformer ({args.layers} layers, width {args.dim}"
-                           + (f"; {args.members} members trained in turn" if args.members > 1 else "")
-                           + "): train and validation")
+        plot_member_histories(histories, ["loss", "acc"], out / "training_curves.png",
+                              title=f"IMDB Transformer ({args.layers} layers, width {args.dim}"
+                                    + (f"; {args.members} members trained in turn" if args.members > 1 else "")
+                                    + "): train and validation")
         report_written(out / "training_curves.png")
         test = load_imdb(data_dir, "test").sample(args.limit)
         report, cm = evaluate_test(model, config, test, device=device, precision=args.precision,
@@ -141,16 +140,6 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
                                               resume=args.resume and (member == 0 or state.exists())),
                   desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
     return unwrap(model), history
-
-
-def plot_members(histories: list[dict[str, list[float]]], path: Path, title: str) -> None:
-    """Loss and accuracy panels, train and validation, one pair of curves per member's history."""
-    fig, axes = new_figure(2)
-    for member, history in enumerate(histories):
-        for ax, metric in zip(axes[0], ("loss", "acc")):
-            plot_curves(ax, history, metric, label=f"member {member + 1} " if len(histories) > 1 else "")
-    fig.suptitle(title)
-    save_figure(fig, path)
 
 
 def settings_of(args) -> dict:

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny data files in the real formats, and a helper that runs a script as a user would."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,24 @@ def run_script(script: str, *args: str, env: dict | None = None, timeout: float 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def check_ensemble_run(hw: str, train_args: list, data_dir: Path, out: Path, env: dict) -> None:
+    """`<hw>/train.py` with `--members 2` (and 2 epochs): each member trains, eval.py reproduces the test
+    accuracy from the ensemble's checkpoint, and --resume retrains only a member whose state is gone."""
+    result = run_script(f"{hw}/train.py", *train_args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("epoch   2/2") == 2 and "ensemble of 2: validation accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["members"] == 2 and json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
+    result = run_script(f"{hw}/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
+                        "--out-dir", out / "eval", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "eval" / "metrics.json").read_text())["accuracy"] == pytest.approx(metrics["accuracy"])
+    (out / "train_state" / "member2.pt").unlink()  # as if stopped before member 2's first epoch ended
+    result = run_script(f"{hw}/train.py", *train_args, "--resume", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("resumed from") == 1 and result.stdout.count("epoch   1/2") == 1
 
 
 def full_batch_losses(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,

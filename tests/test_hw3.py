@@ -16,7 +16,7 @@ from common.errors import DataNotFoundError, UserError
 from hw3.eval import evaluate_test
 from hw3.models import DEFAULT_WIDTHS, MODELS, build_model, predict_logits
 from hw3.train import make_optimizer
-from tests.conftest import CIFAR_CLASSES, full_batch_losses, run_script
+from tests.conftest import CIFAR_CLASSES, check_ensemble_run, full_batch_losses, run_script
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -238,6 +238,15 @@ def test_resume_continues_the_run(trained, tmp_path):
                         env={"CSE849_CACHE": str(tmp_path / "c")})
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout and "epoch   1/3" not in result.stdout
+
+
+def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(cifar_jpeg_dir, tmp_path):
+    out, env = tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")}
+    args = ["--data-dir", cifar_jpeg_dir, "--out-dir", out, "--widths", "8", "16", "16", "--epochs", "2",
+            "--val-size", "12", "--batch-size", "16", "--lr", "0.01", "--members", "2"]
+    check_ensemble_run("hw3", args, cifar_jpeg_dir, out, env)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["member_val_acc"]) == 2 and 0 <= metrics["final_val_acc"] <= 1
 
 
 def test_missing_folder_says_what_was_looked_for(tmp_path):

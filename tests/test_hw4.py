@@ -10,14 +10,15 @@ import torch
 from torch import nn
 
 import common.text as text
+from common.ensemble import Ensemble
 from common.errors import DataNotFoundError, UserError
 import common.imdb as imdb
 from common.imdb import load_imdb
 from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
-from hw4.model import Ensemble, MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
-from tests.conftest import full_batch_losses, run_script
+from hw4.model import MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
+from tests.conftest import check_ensemble_run, full_batch_losses, run_script
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -276,21 +277,8 @@ def test_resume_continues_the_run(trained, tmp_path):
 def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir, tmp_path):
     out, env = tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")}
     args = ["--data-dir", imdb_dir, "--out-dir", out, *TINY, "--epochs", "2", "--members", "2"]
-    result = run_script("hw4/train.py", *args, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("epoch   2/2") == 2 and "ensemble of 2: validation accuracy" in result.stdout
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["members"] == 2 and 0 <= metrics["ensemble_val_acc"] <= 1
-    assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
-    result = run_script("hw4/eval.py", "--checkpoint", out / "model.pt", "--data-dir", imdb_dir,
-                        "--out-dir", tmp_path / "eval", env=env)
-    assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["accuracy"] == pytest.approx(
-        metrics["accuracy"])
-    (out / "train_state" / "member2.pt").unlink()  # as if stopped before member 2's first epoch ended
-    result = run_script("hw4/train.py", *args, "--resume", env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("resumed from") == 1 and result.stdout.count("epoch   1/2") == 1
+    check_ensemble_run("hw4", args, imdb_dir, out, env)
+    assert 0 <= json.loads((out / "metrics.json").read_text())["ensemble_val_acc"] <= 1
 
 
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):

@@ -1,0 +1,30 @@
+"""Ensembles of classifiers trained separately: they vote with their averaged class probabilities."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class Ensemble(nn.Module):
+    """Classifiers voting with their averaged class probabilities; returns those as log-probabilities."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        log_probabilities = torch.stack([member(*inputs).float().log_softmax(-1) for member in self.members])
+        return log_probabilities.logsumexp(0) - math.log(len(self.members))
+
+
+def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """The members' training histories one after another, epochs numbered on from 1."""
+    history = {key: [value for h in histories for value in h[key]] for key in histories[0]}
+    history["epoch"] = list(range(1, len(history["epoch"]) + 1))
+    return history
+
+
+def ensemble(members: list[nn.Module]) -> nn.Module:
+    """The one model itself, or an Ensemble of several."""
+    return members[0] if len(members) == 1 else Ensemble(members)
