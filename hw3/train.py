@@ -31,8 +31,8 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
 RECIPES = {
     "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
             "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1, "members": 1},
-    "airbench": {"optimizer": "muon", "epochs": 17, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
-                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2, "members": 1},
+    "airbench": {"optimizer": "muon", "epochs": 8, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
+                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2, "members": 2},
 }
 WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
 
