@@ -1,9 +1,12 @@
 """Ensembles of classifiers trained separately: they vote with their averaged class probabilities."""
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from common.training import Checkpointing
 
 
 class Ensemble(nn.Module):
@@ -23,6 +26,14 @@ def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[fl
     history = {key: [value for h in histories for value in h[key]] for key in histories[0]}
     history["epoch"] = list(range(1, len(history["epoch"]) + 1))
     return history
+
+
+def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, config: dict, settings: dict,
+                         resume: bool) -> Checkpointing:
+    """Where member `member` (from 0) keeps its training state; on resume, a later member that never
+    saved one starts afresh."""
+    state = out_dir / "train_state" / ("last.pt" if members == 1 else f"member{member + 1}.pt")
+    return Checkpointing(state, kind, config, settings, resume=resume and (member == 0 or state.exists()))
 
 
 def ensemble(members: list[nn.Module]) -> nn.Module:

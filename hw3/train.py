@@ -17,13 +17,13 @@ from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
-from common.ensemble import ensemble, join_histories
+from common.ensemble import ensemble, join_histories, member_checkpointing
 from common.errors import UserError
 from common.metrics import accuracy
 from common.muon import Muon
 from common.plotting import plot_member_histories
 from common.seeding import seed_everything
-from common.training import Checkpointing, evaluate, fit
+from common.training import evaluate, fit
 from hw3.eval import CHECKPOINT_KIND, evaluate_test, write_test_results
 from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
 
@@ -162,12 +162,11 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    state = args.out_dir / "train_state" / ("last.pt" if args.members == 1 else f"member{member + 1}.pt")
     history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
                   train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
                   metrics={"acc": accuracy}, precision=args.precision, quiet=args.quiet,
-                  checkpointing=Checkpointing(state, CHECKPOINT_KIND, config, settings_of(args),
-                                              resume=args.resume and (member == 0 or state.exists())),
+                  checkpointing=member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
+                                                     settings_of(args), args.resume),
                   desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
     return unwrap(model), history
 

@@ -16,7 +16,7 @@ from common.cli import add_training_args, make_parser, positive, report_written,
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
-from common.ensemble import ensemble, join_histories
+from common.ensemble import ensemble, join_histories, member_checkpointing
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
 from common.metrics import accuracy
@@ -26,7 +26,7 @@ from common.seeding import seed_everything
 from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
-from common.training import Checkpointing, evaluate, fit
+from common.training import evaluate, fit
 from hw4.eval import CHECKPOINT_KIND, build_classifier, evaluate_test, write_test_results
 
 MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "max_len", "head")
@@ -132,12 +132,11 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
     total = args.epochs * len(train_loader)
     scheduler = warmup_linear_decay(optimizer, total, int(args.warmup * total))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    state = args.out_dir / "train_state" / ("last.pt" if args.members == 1 else f"member{member + 1}.pt")
     history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
                   train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
                   metrics={"acc": accuracy}, precision=args.precision, grad_clip=1.0, quiet=args.quiet,
-                  checkpointing=Checkpointing(state, CHECKPOINT_KIND, config, settings_of(args),
-                                              resume=args.resume and (member == 0 or state.exists())),
+                  checkpointing=member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
+                                                     settings_of(args), args.resume),
                   desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
     return unwrap(model), history
 
