@@ -106,9 +106,21 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
     return padded[batch, channel, rows, cols]
 
 
+def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """Zero a `size` x `size` square at a random centre in each image (clipped at the borders)."""
+    n, _, height, width = images.shape
+    cy = torch.randint(0, height, (n,), generator=generator).to(images.device)
+    cx = torch.randint(0, width, (n,), generator=generator).to(images.device)
+    rows = torch.arange(height, device=images.device) - (cy[:, None] - size // 2)  # (n, H)
+    cols = torch.arange(width, device=images.device) - (cx[:, None] - size // 2)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return images.masked_fill(inside[:, None], 0)
+
+
 class CifarBatches:
     """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
-    training shuffled and augmented (flip, padded crop) with generators seeded by (seed, epoch).
+    training shuffled and augmented (flip, padded crop, optional cutout) with generators seeded by
+    (seed, epoch).
     `flip="alternate"` mirrors a fixed random half of the images in odd epochs and the other half in
     even ones (airbench's alternating flip: every image is seen both ways every two epochs).
 
@@ -116,11 +128,11 @@ class CifarBatches:
 
     def __init__(self, data: ImageSet, *, batch_size: int, mean: list[float], std: list[float],
                  train: bool, seed: int = 0, crop_padding: int = 4, flip: str = "random",
-                 shard: bool = False, device: torch.device | str = "cpu"):
+                 cutout_size: int = 0, shard: bool = False, device: torch.device | str = "cpu"):
         if flip not in FLIPS:
             raise UserError(f"unknown flip {flip!r}; choose {', '.join(FLIPS)}")
         self.data, self.batch_size, self.train, self.shard = data, batch_size, train, shard
-        self.flip = flip
+        self.flip, self.cutout_size = flip, cutout_size
         self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
         self.device = torch.device(device)
         self.epoch = 0
@@ -154,6 +166,8 @@ class CifarBatches:
                     images = random_flip(images, augment)
                 if self.crop_padding:
                     images = random_crop(images, self.crop_padding, augment)
+                if self.cutout_size:
+                    images = cutout(images, self.cutout_size, augment)
             yield (images.contiguous(memory_format=torch.channels_last),
                    self.data.labels[index].to(self.device))
 

@@ -30,9 +30,10 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
 # Defaults per model, chosen on the validation split (see README).
 RECIPES = {
     "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
-            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1, "members": 1},
+            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "cutout": 0, "tta": 1, "members": 1},
     "airbench": {"optimizer": "muon", "epochs": 8, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
-                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2, "members": 2},
+                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "cutout": 0, "tta": 2,
+                 "members": 2},
 }
 WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
 
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
     parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
                         "alternate: a fixed half in odd epochs, the other half in even ones")
+    parser.add_argument("--cutout", type=int,
+                        help="side of the square zeroed at a random place in each training image (0: none)")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
     parser.add_argument("--members", type=positive(),
@@ -154,7 +157,8 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     seed = args.seed + member
     seed_everything(seed)
     train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
-                                crop_padding=args.crop_padding, flip=args.flip, shard=True, **batches)
+                                crop_padding=args.crop_padding, flip=args.flip, cutout_size=args.cutout,
+                                shard=True, **batches)
     model = build_network({**config, "num_classes": len(train.classes)})
     if isinstance(model, AirbenchNet):
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
@@ -208,7 +212,7 @@ def settings_of(args) -> dict:
     """The hyperparameters a resumed run must share with the run it continues."""
     return {k: getattr(args, k) for k in ("model", "optimizer", "widths", "epochs", "batch_size", "lr",
                                           "weight_decay", "label_smoothing", "crop_padding", "flip",
-                                          "val_size", "seed", "limit", "members")}
+                                          "cutout", "val_size", "seed", "limit", "members")}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import common.cifar as cifar
-from common.cifar import (CifarBatches, ImageSet, channel_stats, load_cifar10, random_crop, random_flip,
+from common.cifar import (CifarBatches, ImageSet, channel_stats, cutout, load_cifar10, random_crop, random_flip,
                           split_train_val)
 from common.errors import DataNotFoundError, UserError
 from hw3.eval import evaluate_test
@@ -107,6 +107,24 @@ def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
         windows = [pad[:, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
         assert any(torch.equal(crop, w) for w in windows)
     assert not torch.equal(crops, images)
+
+
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
+    images = torch.ones(200, 3, 16, 16)
+    cut = cutout(images, 6, torch.Generator().manual_seed(0))
+    zeroed = cut[:, 0] == 0
+    assert torch.equal(cut == 0, zeroed[:, None].expand_as(cut))  # the same square in every channel
+    rows, cols = zeroed.any(2), zeroed.any(1)
+    assert torch.equal(zeroed, rows[:, :, None] & cols[:, None, :])  # one rectangle
+    heights, widths = rows.sum(1), cols.sum(1)
+    assert heights.max() == 6 and widths.max() == 6 and heights.min() >= 3 and widths.min() >= 3
+    assert (heights < 6).any()  # squares reaching over the border are clipped
+    assert torch.equal(cut[~zeroed[:, None].expand_as(cut)], images[~zeroed[:, None].expand_as(cut)])
+    data = ImageSet(torch.full((32, 3, 16, 16), 255, dtype=torch.uint8), torch.zeros(32, dtype=torch.int64), ["a"])
+    batches = [CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True, crop_padding=0,
+                            cutout_size=size) for size in (0, 6)]
+    (plain, _), (with_cutout, _) = (next(iter(b)) for b in batches)
+    assert (plain == 1).all() and ((with_cutout == 0).flatten(1).sum(1) >= 27).all()  # >= 3x3 in 3 channels
 
 
 def test_batches_are_normalised_channels_last_and_reshuffled_each_epoch(cifar_jpeg_dir):
