@@ -30,10 +30,9 @@ from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
 # Defaults per model, chosen on the validation split (see README).
 RECIPES = {
     "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
-            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "cutout": 0, "tta": 1, "members": 1},
+            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1, "members": 1},
     "airbench": {"optimizer": "muon", "epochs": 8, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
-                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "cutout": 0, "tta": 2,
-                 "members": 2},
+                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2, "members": 2},
 }
 WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
 
@@ -106,7 +105,7 @@ def main() -> None:
     parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
     parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
                         "alternate: a fixed half in odd epochs, the other half in even ones")
-    parser.add_argument("--cutout", type=int,
+    parser.add_argument("--cutout", type=int, default=0,
                         help="side of the square zeroed at a random place in each training image (0: none)")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
