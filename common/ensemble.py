@@ -1,12 +1,15 @@
 """Ensembles of classifiers trained separately: they vote with their averaged class probabilities."""
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from common.training import Checkpointing
+from common.distributed import is_main
+from common.metrics import accuracy
+from common.training import Checkpointing, evaluate
 
 
 class Ensemble(nn.Module):
@@ -26,6 +29,15 @@ def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[fl
     history = {key: [value for h in histories for value in h[key]] for key in histories[0]}
     history["epoch"] = list(range(1, len(history["epoch"]) + 1))
     return history
+
+
+def ensemble_accuracy(model: Ensemble, loader: Iterable, *, device: torch.device, precision: str) -> float:
+    """Validation accuracy of the members' vote (every process calls it; the main one prints it)."""
+    acc = evaluate(model, loader, nn.NLLLoss(), device=device, precision=precision,
+                   metrics={"acc": accuracy})["acc"]
+    if is_main():
+        print(f"ensemble of {len(model.members)}: validation accuracy {100 * acc:.2f}%", flush=True)
+    return acc
 
 
 def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, config: dict, settings: dict,

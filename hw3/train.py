@@ -17,13 +17,13 @@ from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
-from common.ensemble import ensemble, join_histories, member_checkpointing
+from common.ensemble import ensemble, ensemble_accuracy, join_histories, member_checkpointing
 from common.errors import UserError
 from common.metrics import accuracy
 from common.muon import Muon
 from common.plotting import plot_member_histories
 from common.seeding import seed_everything
-from common.training import evaluate, fit
+from common.training import fit
 from hw3.eval import CHECKPOINT_KIND, evaluate_test, write_test_results
 from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
 
@@ -140,11 +140,8 @@ def main() -> None:
         histories.append(history)
     model = ensemble(members)
     val_acc = None if val_loader is None else histories[0]["val_acc"][-1]
-    if val_loader is not None and len(members) > 1:  # the members vote with log-probabilities
-        val_acc = evaluate(model, val_loader, nn.NLLLoss(), device=device, precision=args.precision,
-                           metrics={"acc": accuracy})["acc"]
-        if is_main():
-            print(f"ensemble of {args.members}: validation accuracy {100 * val_acc:.2f}%", flush=True)
+    if val_loader is not None and len(members) > 1:
+        val_acc = ensemble_accuracy(model, val_loader, device=device, precision=args.precision)
     if is_main():  # one process writes the results
         test_and_write(model, config, histories, val_acc, args, began, device, data_dir, len(train), len(val))
     teardown()

@@ -16,7 +16,7 @@ from common.cli import add_training_args, make_parser, positive, report_written,
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
-from common.ensemble import ensemble, join_histories, member_checkpointing
+from common.ensemble import ensemble, ensemble_accuracy, join_histories, member_checkpointing
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
 from common.metrics import accuracy
@@ -26,7 +26,7 @@ from common.seeding import seed_everything
 from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
-from common.training import evaluate, fit
+from common.training import fit
 from hw4.eval import CHECKPOINT_KIND, build_classifier, evaluate_test, write_test_results
 
 MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "max_len", "head")
@@ -88,14 +88,11 @@ def main() -> None:
         histories.append(member_history)
     history = join_histories(histories)
     model = ensemble(members)
-    ensemble_val_acc = None if val_loader is None or len(members) == 1 else evaluate(
-        model, val_loader, nn.CrossEntropyLoss(), device=device, precision=args.precision,
-        metrics={"acc": accuracy})["acc"]
+    ensemble_val_acc = None if val_loader is None or len(members) == 1 else ensemble_accuracy(
+        model, val_loader, device=device, precision=args.precision)
     out = args.out_dir
     if is_main():  # one process writes the results
         write_json(out / "history.json", history)
-        if ensemble_val_acc is not None:
-            print(f"ensemble of {args.members}: validation accuracy {100 * ensemble_val_acc:.2f}%", flush=True)
         save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
         report_written(out / "model.pt")
         plot_member_histories(histories, ["loss", "acc"], out / "training_curves.png",
