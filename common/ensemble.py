@@ -31,13 +31,19 @@ def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[fl
     return history
 
 
-def ensemble_accuracy(model: Ensemble, loader: Iterable, *, device: torch.device, precision: str) -> float:
-    """Validation accuracy of the members' vote (every process calls it; the main one prints it)."""
-    acc = evaluate(model, loader, nn.NLLLoss(), device=device, precision=precision,
-                   metrics={"acc": accuracy})["acc"]
-    if is_main():
-        print(f"ensemble of {len(model.members)}: validation accuracy {100 * acc:.2f}%", flush=True)
-    return acc
+def validation_record(model: nn.Module, histories: list[dict], loader: Iterable | None, *,
+                      device: torch.device, precision: str) -> dict:
+    """metrics.json's validation fields: `final_val_acc` of the model reported (the members' vote for an
+    ensemble) and `member_val_acc`, each member's last epoch; None without a validation split."""
+    if loader is None:
+        return {"final_val_acc": None, "member_val_acc": None}
+    member_accs = [h["val_acc"][-1] for h in histories]
+    if len(member_accs) == 1:
+        return {"final_val_acc": member_accs[0], "member_val_acc": member_accs}
+    acc = evaluate(model, loader, nn.NLLLoss(), device=device, precision=precision, metrics={"acc": accuracy})["acc"]
+    if is_main():  # every process evaluates its shard; one prints
+        print(f"ensemble of {len(histories)}: validation accuracy {100 * acc:.2f}%", flush=True)
+    return {"final_val_acc": acc, "member_val_acc": member_accs}
 
 
 def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, config: dict, settings: dict,

@@ -17,7 +17,7 @@ from common.cli import make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
-from common.ensemble import ensemble, ensemble_accuracy, join_histories, member_checkpointing
+from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
 from common.errors import UserError
 from common.metrics import accuracy
 from common.muon import Muon
@@ -139,11 +139,9 @@ def main() -> None:
         members.append(model)
         histories.append(history)
     model = ensemble(members)
-    val_acc = None if val_loader is None else histories[0]["val_acc"][-1]
-    if val_loader is not None and len(members) > 1:
-        val_acc = ensemble_accuracy(model, val_loader, device=device, precision=args.precision)
+    validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
     if is_main():  # one process writes the results
-        test_and_write(model, config, histories, val_acc, args, began, device, data_dir, len(train), len(val))
+        test_and_write(model, config, histories, validation, args, began, device, data_dir, len(train), len(val))
     teardown()
 
 
@@ -171,7 +169,7 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     return unwrap(model), history
 
 
-def test_and_write(model: nn.Module, config: dict, histories: list[dict], val_acc: float | None,
+def test_and_write(model: nn.Module, config: dict, histories: list[dict], validation: dict,
                    args, began: float, device: torch.device, data_dir: Path, n_train: int, n_val: int) -> None:
     """Save the model and curves, evaluate once on the test split, write metrics.json and say so."""
     out, widths = args.out_dir, config["widths"]
@@ -193,8 +191,7 @@ def test_and_write(model: nn.Module, config: dict, histories: list[dict], val_ac
         "model": args.model, "widths": widths, "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": args.epochs, "settings": settings_of(args), "precision": args.precision, "tta": args.tta,
         "train_images": n_train, "val_images": n_val,
-        "final_val_acc": val_acc, "members": args.members,
-        "member_val_acc": [h["val_acc"][-1] for h in histories] if n_val else None,
+        "members": args.members, **validation,
         "processes": world_size(), "train_images_per_second": images_per_second,
         "train_images_per_second_per_process": images_per_second / world_size(),
         "device": str(device), "threads_per_process": torch.get_num_threads(),

@@ -16,7 +16,7 @@ from common.cli import add_training_args, make_parser, positive, report_written,
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
-from common.ensemble import ensemble, ensemble_accuracy, join_histories, member_checkpointing
+from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
 from common.metrics import accuracy
@@ -88,8 +88,7 @@ def main() -> None:
         histories.append(member_history)
     history = join_histories(histories)
     model = ensemble(members)
-    ensemble_val_acc = None if val_loader is None or len(members) == 1 else ensemble_accuracy(
-        model, val_loader, device=device, precision=args.precision)
+    validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
     out = args.out_dir
     if is_main():  # one process writes the results
         write_json(out / "history.json", history)
@@ -107,8 +106,8 @@ def main() -> None:
         write_test_results(report, cm, out, {
             "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
             "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
-            "val_reviews": len(val_idx), "final_val_acc": history["val_acc"][-1] if len(val_idx) else None,
-            "members": args.members, "ensemble_val_acc": ensemble_val_acc,
+            "val_reviews": len(val_idx),
+            "members": args.members, **validation,
             "processes": world_size(),
             "train_reviews_per_second": sum(history["samples_per_second"]) / len(history["epoch"]),
             "device": str(device), "command": launch_command("hw4/train.py"),

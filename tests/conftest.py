@@ -28,6 +28,7 @@ def check_ensemble_run(hw: str, train_args: list, data_dir: Path, out: Path, env
     assert result.stdout.count("epoch   2/2") == 2 and "ensemble of 2: validation accuracy" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["members"] == 2 and json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
+    assert len(metrics["member_val_acc"]) == 2 and 0 <= metrics["final_val_acc"] <= 1
     result = run_script(f"{hw}/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
                         "--out-dir", out / "eval", env=env)
     assert result.returncode == 0, result.stderr

@@ -14,6 +14,7 @@ from common.cli import run
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
 from common.device import autocast, select_device
+from common.ensemble import Ensemble, validation_record
 from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
 from common.muon import Muon, orthogonalize
@@ -264,3 +265,26 @@ def test_muon_step_is_an_orthogonalized_update_of_the_normalized_weight():
     assert singular_values.min() > 0.4 and singular_values.max() < 1.6
     with pytest.raises(ValueError, match="not vectors"):
         Muon([torch.zeros(3, requires_grad=True)], lr=0.1)
+
+
+class FixedLogits(nn.Module):
+    """A classifier that looks up preset logits by sample index."""
+
+    def __init__(self, logits: list[list[float]]):
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, index):
+        return self.logits[index]
+
+
+def test_validation_record_reports_the_vote_of_an_ensemble_and_each_members_last_epoch():
+    loader = [(torch.arange(3), torch.tensor([0, 1, 1]))]
+    a, b = FixedLogits([[3, 0], [0, 1], [1, 0]]), FixedLogits([[0, 1], [0, 1], [0, 3]])  # 2 of 3 right each
+    histories = [{"val_acc": [0.5, 2 / 3]}, {"val_acc": [0.4, 2 / 3]}]
+    record = validation_record(Ensemble([a, b]), histories, loader, device=torch.device("cpu"), precision="fp32")
+    assert record == {"final_val_acc": 1.0, "member_val_acc": [2 / 3, 2 / 3]}  # averaged probabilities fix all 3
+    alone = validation_record(a, histories[:1], loader, device=torch.device("cpu"), precision="fp32")
+    assert alone == {"final_val_acc": 2 / 3, "member_val_acc": [2 / 3]}
+    assert validation_record(a, histories[:1], None, device=torch.device("cpu"), precision="fp32") == {
+        "final_val_acc": None, "member_val_acc": None}

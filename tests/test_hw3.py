@@ -263,8 +263,6 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(cifar_jp
     args = ["--data-dir", cifar_jpeg_dir, "--out-dir", out, "--widths", "8", "16", "16", "--epochs", "2",
             "--val-size", "12", "--batch-size", "16", "--lr", "0.01", "--members", "2"]
     check_ensemble_run("hw3", args, cifar_jpeg_dir, out, env)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["member_val_acc"]) == 2 and 0 <= metrics["final_val_acc"] <= 1
 
 
 def test_missing_folder_says_what_was_looked_for(tmp_path):

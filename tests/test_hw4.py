@@ -278,7 +278,6 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir
     out, env = tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")}
     args = ["--data-dir", imdb_dir, "--out-dir", out, *TINY, "--epochs", "2", "--members", "2"]
     check_ensemble_run("hw4", args, imdb_dir, out, env)
-    assert 0 <= json.loads((out / "metrics.json").read_text())["ensemble_val_acc"] <= 1
 
 
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):
