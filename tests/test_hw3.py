@@ -14,7 +14,7 @@ from common.cifar import (CifarBatches, ImageSet, channel_stats, cutout, load_ci
                           split_train_val)
 from common.errors import DataNotFoundError, UserError
 from hw3.eval import evaluate_test
-from hw3.models import DEFAULT_WIDTHS, MODELS, build_model, predict_logits
+from hw3.models import MODELS, build_model, predict_logits
 from hw3.train import make_optimizer
 from tests.conftest import CIFAR_CLASSES, check_ensemble_run, full_batch_losses, run_script
 
