@@ -106,9 +106,7 @@ def main() -> None:
         write_test_results(report, cm, out, {
             "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
             "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
-            "val_reviews": len(val_idx),
-            "members": args.members, **validation,
-            "processes": world_size(),
+            "val_reviews": len(val_idx), "members": args.members, **validation, "processes": world_size(),
             "train_reviews_per_second": sum(history["samples_per_second"]) / len(history["epoch"]),
             "device": str(device), "command": launch_command("hw4/train.py"),
         })
