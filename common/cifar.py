@@ -117,10 +117,28 @@ def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
     return images.masked_fill(inside[:, None], 0)
 
 
+def cutmix(images: Tensor, labels: Tensor, num_classes: int, probability: float,
+           generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """With `probability`, paste into each image a box of uniformly random area from the next image
+    in the batch; returns the images and targets as class probabilities weighted by pixel area."""
+    n, _, height, width = images.shape
+    area = torch.rand(n, generator=generator) * (torch.rand(n, generator=generator) < probability)
+    box_h, box_w = (area.sqrt() * height).round().long(), (area.sqrt() * width).round().long()
+    top = (torch.rand(n, generator=generator) * (height - box_h + 1)).long()
+    left = (torch.rand(n, generator=generator) * (width - box_w + 1)).long()
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside = (((rows >= top[:, None]) & (rows < (top + box_h)[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < (left + box_w)[:, None]))[:, None, :]).to(images.device)
+    mixed = torch.where(inside[:, None], images.roll(1, dims=0), images)
+    pasted = inside.flatten(1).float().mean(1, keepdim=True)
+    one_hot = torch.nn.functional.one_hot(labels, num_classes).float()
+    return mixed, (1 - pasted) * one_hot + pasted * one_hot.roll(1, dims=0)
+
+
 class CifarBatches:
     """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
-    training shuffled and augmented (flip, padded crop, optional cutout) with generators seeded by
-    (seed, epoch).
+    training shuffled and augmented (flip, padded crop, optional cutout and CutMix) with generators
+    seeded by (seed, epoch). With `cutmix_probability` > 0 training labels are class probabilities (N, C).
     `flip="alternate"` mirrors a fixed random half of the images in odd epochs and the other half in
     even ones (airbench's alternating flip: every image is seen both ways every two epochs).
 
@@ -128,11 +146,14 @@ class CifarBatches:
 
     def __init__(self, data: ImageSet, *, batch_size: int, mean: list[float], std: list[float],
                  train: bool, seed: int = 0, crop_padding: int = 4, flip: str = "random",
-                 cutout_size: int = 0, shard: bool = False, device: torch.device | str = "cpu"):
+                 cutout_size: int = 0, cutmix_probability: float = 0.0, shard: bool = False,
+                 device: torch.device | str = "cpu"):
         if flip not in FLIPS:
             raise UserError(f"unknown flip {flip!r}; choose {', '.join(FLIPS)}")
+        if not 0 <= cutmix_probability <= 1:
+            raise UserError(f"CutMix probability must be between 0 and 1, got {cutmix_probability}")
         self.data, self.batch_size, self.train, self.shard = data, batch_size, train, shard
-        self.flip, self.cutout_size = flip, cutout_size
+        self.flip, self.cutout_size, self.cutmix_probability = flip, cutout_size, cutmix_probability
         self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
         self.device = torch.device(device)
         self.epoch = 0
@@ -159,6 +180,7 @@ class CifarBatches:
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             images = normalize(self.data.images[index].to(self.device), self.mean, self.std)
+            labels = self.data.labels[index].to(self.device)
             if self.train:
                 if self.flip == "alternate":
                     images = flip_where(images, halves[index] ^ bool(self.epoch % 2))
@@ -168,8 +190,10 @@ class CifarBatches:
                     images = random_crop(images, self.crop_padding, augment)
                 if self.cutout_size:
                     images = cutout(images, self.cutout_size, augment)
-            yield (images.contiguous(memory_format=torch.channels_last),
-                   self.data.labels[index].to(self.device))
+                if self.cutmix_probability:
+                    images, labels = cutmix(images, labels, len(self.data.classes), self.cutmix_probability,
+                                            augment)
+            yield images.contiguous(memory_format=torch.channels_last), labels
 
 
 # --- reading the two on-disk formats ------------------------------------------------------------

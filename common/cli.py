@@ -53,6 +53,14 @@ def positive(kind: type = int) -> Callable[[str], int | float]:
     return parse
 
 
+def probability(text: str) -> float:
+    """An argparse type accepting only values in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def run(main: Callable[[], object]) -> None:
     """Call `main()`; a `UserError` becomes one `error:` line on stderr and a non-zero exit status."""
     try:

@@ -13,7 +13,7 @@ from torch import nn
 from common.atomic_io import write_json
 from common.checkpoint import save_checkpoint
 from common.cifar import FLIPS, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10, split_train_val
-from common.cli import make_parser, positive, report_written, run
+from common.cli import make_parser, positive, probability, report_written, run
 from common.data_dir import resolve_data_dir
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
@@ -107,6 +107,9 @@ def main() -> None:
                         "alternate: a fixed half in odd epochs, the other half in even ones")
     parser.add_argument("--cutout", type=int, default=0,
                         help="side of the square zeroed at a random place in each training image (0: none)")
+    parser.add_argument("--cutmix", type=probability, default=0.0,
+                        help="probability that a training image gets a box of random area pasted from "
+                             "another, its target mixed by area (CutMix; 0: none)")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
     parser.add_argument("--members", type=positive(),
@@ -152,7 +155,7 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     seed_everything(seed)
     train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
                                 crop_padding=args.crop_padding, flip=args.flip, cutout_size=args.cutout,
-                                shard=True, **batches)
+                                cutmix_probability=args.cutmix, shard=True, **batches)
     model = build_network({**config, "num_classes": len(train.classes)})
     if isinstance(model, AirbenchNet):
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
@@ -205,7 +208,7 @@ def settings_of(args) -> dict:
     """The hyperparameters a resumed run must share with the run it continues."""
     return {k: getattr(args, k) for k in ("model", "optimizer", "widths", "epochs", "batch_size", "lr",
                                           "weight_decay", "label_smoothing", "crop_padding", "flip",
-                                          "cutout", "val_size", "seed", "limit", "members")}
+                                          "cutout", "cutmix", "val_size", "seed", "limit", "members")}
 
 
 if __name__ == "__main__":

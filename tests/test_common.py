@@ -179,6 +179,8 @@ def test_accuracy_and_confusion_matrix():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
     targets = torch.tensor([0, 0, 1, 1])
     assert accuracy(logits, targets).item() == pytest.approx(0.5)
+    soft = torch.tensor([[0.7, 0.3], [0.4, 0.6], [0.9, 0.1], [0.2, 0.8]])  # most probable: 0, 1, 0, 1
+    assert accuracy(logits, soft).item() == pytest.approx(1.0)
     cm = confusion_matrix(logits.argmax(1), targets, num_classes=2)
     assert cm.tolist() == [[1, 1], [1, 1]]
     cm = confusion_matrix(torch.tensor([0, 2, 2, 1]), torch.tensor([0, 2, 1, 1]), num_classes=3)

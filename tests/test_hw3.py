@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import common.cifar as cifar
-from common.cifar import (CifarBatches, ImageSet, channel_stats, cutout, load_cifar10, random_crop, random_flip,
-                          split_train_val)
+from common.cifar import (CifarBatches, ImageSet, channel_stats, cutmix, cutout, load_cifar10, random_crop,
+                          random_flip, split_train_val)
 from common.errors import DataNotFoundError, UserError
 from hw3.eval import evaluate_test
 from hw3.models import MODELS, build_model, predict_logits
@@ -125,6 +125,32 @@ def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
                             cutout_size=size) for size in (0, 6)]
     (plain, _), (with_cutout, _) = (next(iter(b)) for b in batches)
     assert (plain == 1).all() and ((with_cutout == 0).flatten(1).sum(1) >= 27).all()  # >= 3x3 in 3 channels
+
+
+def test_cutmix_pastes_a_box_from_the_next_image_and_mixes_targets_by_area():
+    n, classes = 300, 5
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16)  # image i is all i
+    labels = torch.arange(n) % classes
+    mixed, targets = cutmix(images, labels, classes, 1.0, torch.Generator().manual_seed(0))
+    assert mixed.shape == images.shape and targets.shape == (n, classes) and targets.dtype == torch.float32
+    from_partner = mixed[:, 0] == images.roll(1, dims=0)[:, 0]
+    assert ((mixed[:, 0] == images[:, 0]) | from_partner).all()  # every pixel is its own or the partner's
+    assert torch.equal(mixed, torch.where(from_partner[:, None], images.roll(1, dims=0), images))
+    rows, cols = from_partner.any(2), from_partner.any(1)
+    assert torch.equal(from_partner, rows[:, :, None] & cols[:, None, :])  # one rectangle
+    share = from_partner.flatten(1).float().mean(1)
+    assert 0.3 < share.mean() < 0.7 and share.min() < 0.1 and share.max() > 0.9  # area ~ uniform
+    expected = (1 - share)[:, None] * nn.functional.one_hot(labels, classes) \
+        + share[:, None] * nn.functional.one_hot(labels.roll(1), classes)
+    assert torch.allclose(targets, expected) and torch.allclose(targets.sum(1), torch.ones(n))
+    untouched, one_hot = cutmix(images, labels, classes, 0.0, torch.Generator())
+    assert torch.equal(untouched, images) and torch.equal(one_hot.argmax(1), labels) and (one_hot.max(1).values == 1).all()
+    data = ImageSet(torch.zeros(32, 3, 16, 16, dtype=torch.uint8), torch.zeros(32, dtype=torch.int64), ["a", "b"])
+    _, soft = next(iter(CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True,
+                                     cutmix_probability=0.5)))
+    assert soft.shape == (32, 2) and torch.equal(soft[:, 0], torch.ones(32))
+    with pytest.raises(UserError, match="CutMix probability"):
+        CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True, cutmix_probability=1.5)
 
 
 def test_batches_are_normalised_channels_last_and_reshuffled_each_epoch(cifar_jpeg_dir):
