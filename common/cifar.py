@@ -106,14 +106,22 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
     return padded[batch, channel, rows, cols]
 
 
+def box_mask(top: Tensor, left: Tensor, box_height: Tensor, box_width: Tensor, images: Tensor) -> Tensor:
+    """A boolean (N, H, W) mask on `images`' device, set inside each image's box (clipped at the borders)."""
+    rows = torch.arange(images.shape[-2]) - top[:, None]  # (N, H): row offset from each box's top
+    cols = torch.arange(images.shape[-1]) - left[:, None]
+    inside = (((rows >= 0) & (rows < box_height[:, None]))[:, :, None]
+              & ((cols >= 0) & (cols < box_width[:, None]))[:, None, :])
+    return inside.to(images.device)
+
+
 def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
     """Zero a `size` x `size` square at a random centre in each image (clipped at the borders)."""
     n, _, height, width = images.shape
-    cy = torch.randint(0, height, (n,), generator=generator).to(images.device)
-    cx = torch.randint(0, width, (n,), generator=generator).to(images.device)
-    rows = torch.arange(height, device=images.device) - (cy[:, None] - size // 2)  # (n, H)
-    cols = torch.arange(width, device=images.device) - (cx[:, None] - size // 2)
-    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    cy = torch.randint(0, height, (n,), generator=generator)
+    cx = torch.randint(0, width, (n,), generator=generator)
+    side = torch.full((n,), size)
+    inside = box_mask(cy - size // 2, cx - size // 2, side, side, images)
     return images.masked_fill(inside[:, None], 0)
 
 
@@ -126,9 +134,7 @@ def cutmix(images: Tensor, labels: Tensor, num_classes: int, probability: float,
     box_h, box_w = (area.sqrt() * height).round().long(), (area.sqrt() * width).round().long()
     top = (torch.rand(n, generator=generator) * (height - box_h + 1)).long()
     left = (torch.rand(n, generator=generator) * (width - box_w + 1)).long()
-    rows, cols = torch.arange(height), torch.arange(width)
-    inside = (((rows >= top[:, None]) & (rows < (top + box_h)[:, None]))[:, :, None]
-              & ((cols >= left[:, None]) & (cols < (left + box_w)[:, None]))[:, None, :]).to(images.device)
+    inside = box_mask(top, left, box_h, box_w, images)
     mixed = torch.where(inside[:, None], images.roll(1, dims=0), images)
     pasted = inside.flatten(1).float().mean(1, keepdim=True)
     one_hot = torch.nn.functional.one_hot(labels, num_classes).float()

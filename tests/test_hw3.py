@@ -144,7 +144,8 @@ def test_cutmix_pastes_a_box_from_the_next_image_and_mixes_targets_by_area():
         + share[:, None] * nn.functional.one_hot(labels.roll(1), classes)
     assert torch.allclose(targets, expected) and torch.allclose(targets.sum(1), torch.ones(n))
     untouched, one_hot = cutmix(images, labels, classes, 0.0, torch.Generator())
-    assert torch.equal(untouched, images) and torch.equal(one_hot.argmax(1), labels) and (one_hot.max(1).values == 1).all()
+    assert torch.equal(untouched, images) and torch.equal(one_hot.argmax(1), labels)
+    assert (one_hot.max(1).values == 1).all()
     data = ImageSet(torch.zeros(32, 3, 16, 16, dtype=torch.uint8), torch.zeros(32, dtype=torch.int64), ["a", "b"])
     _, soft = next(iter(CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True,
                                      cutmix_probability=0.5)))
