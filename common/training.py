@@ -16,7 +16,7 @@ from tqdm import tqdm
 from common.atomic_io import write_json
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from common.device import autocast
-from common.distributed import all_reduce_sum, is_distributed, is_main, unwrap
+from common.distributed import all_reduce_sum, is_main, unwrap
 from common.errors import UserError
 from common.progress import progress
 
@@ -47,7 +47,9 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
     training = optimizer is not None
     model.train(training)
     metrics = metrics or {}
-    totals = torch.zeros(2 + len(metrics), dtype=torch.float64)  # samples, loss sum, metric sums
+    # samples, loss sum, metric sums: kept on the device and read once, so no step waits on the host
+    totals = torch.zeros(2 + len(metrics), dtype=torch.float32 if device.type == "mps" else torch.float64,
+                         device=device)
     with torch.set_grad_enabled(training):
         for batch in loader:
             *inputs, target = (t.to(device, non_blocking=True) for t in batch)
@@ -63,15 +65,13 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-            size = len(target)
             with torch.no_grad():
-                values = [loss.detach()] + [fn(output.detach(), target) for fn in metrics.values()]
-                totals += torch.tensor([1.0] + [float(v) for v in values]) * size
-            if progress is not None:
+                values = [loss.new_ones(()), loss] + [fn(output, target) for fn in metrics.values()]
+                totals += torch.stack(values).to(totals.dtype) * len(target)
+            if progress is not None and not progress.disable:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    if is_distributed():
-        totals = all_reduce_sum(totals.to(device)).cpu()
+    totals = all_reduce_sum(totals).cpu()
     if totals[0] == 0:
         raise UserError("a data loader produced no batches (is the dataset empty?)")
     means = (totals[1:] / totals[0]).tolist()
