@@ -5,6 +5,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from common.device import PRECISIONS
 from common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +32,21 @@ def make_parser(description: str, results_dir: str, *, data: bool = True,
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                      precision: str = "fp32", resume: bool = True) -> None:
+                      resume: bool = True) -> None:
     """Options of scripts that train through `common.training.fit`."""
     parser.add_argument("--epochs", type=positive(), default=epochs)
     parser.add_argument("--batch-size", type=positive(), default=batch_size)
     parser.add_argument("--lr", type=positive(float), default=lr, help="(peak) learning rate")
-    parser.add_argument("--precision", default=precision, choices=["bf16", "fp32"],
-                        help="bf16 autocast for convs and matmuls, or plain fp32")
     if resume:
         parser.add_argument("--resume", action="store_true",
                             help="continue from the last per-epoch checkpoint in --out-dir")
+
+
+def add_precision_arg(parser: argparse.ArgumentParser) -> None:
+    """--precision: auto (bf16 autocast where the device runs bf16 natively, else fp32), bf16 or fp32."""
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: bf16 autocast where the hardware runs bf16 natively (CUDA GPUs from "
+                             "Ampere on, CPUs with AVX-512 BF16 or AMX), else fp32; bf16/fp32 force one")
 
 
 def positive(kind: type = int) -> Callable[[str], int | float]:

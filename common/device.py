@@ -1,10 +1,15 @@
-"""Device choice (--device auto|cpu|cuda|mps) and the matching autocast context."""
+"""Device choice (--device auto|cpu|cuda|mps), precision choice (--precision auto|bf16|fp32), the
+matching autocast context, and a record of the machine a run used."""
 
 import contextlib
+import platform
+from pathlib import Path
 
 import torch
 
 from common.errors import UserError
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -23,6 +28,35 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether `device` runs bf16 matmuls and convolutions in hardware, and the reason in words."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"{torch.cuda.get_device_name(device)} has native bf16"
+        return False, f"{torch.cuda.get_device_name(device)} has no native bf16"
+    if device.type != "cpu":
+        return False, f"bf16 autocast is not used on {device.type}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    units = [name for name, present in (("AMX", torch.cpu._is_amx_tile_supported()),
+                                        ("AVX-512 BF16", torch.cpu._is_avx512_bf16_supported())) if present]
+    if not units:
+        return False, f"this CPU has no native bf16 (capability {capability}); bf16 would be emulated"
+    if capability in ("DEFAULT", "AVX2", "NO AVX"):  # kernels capped below AVX-512, e.g. ATEN_CPU_CAPABILITY
+        return False, f"PyTorch's CPU kernels run at capability {capability}, where bf16 is emulated"
+    return True, f"this CPU has native bf16 ({' and '.join(units)})"
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """The precision to train or evaluate in and why: `auto` is bf16 where `device` runs it natively,
+    else fp32; `bf16` and `fp32` are taken as given."""
+    if requested not in PRECISIONS:
+        raise UserError(f"unknown precision {requested!r}; choose {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        return requested, "forced by --precision"
+    native, reason = native_bf16(device)
+    return ("bf16" if native else "fp32"), reason
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on cpu/cuda when precision is 'bf16' (mps keeps fp32); a no-op for 'fp32'."""
     if precision not in ("bf16", "fp32"):
@@ -30,3 +64,36 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16" and device.type in ("cpu", "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def processor_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), or what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_record(device: torch.device, requested_precision: str) -> dict:
+    """The precision chosen for `device` (see `resolve_precision`) and what a reader needs to place a
+    run's numbers: device, processor or GPU, CPU capability, threads and the torch version."""
+    precision, reason = resolve_precision(requested_precision, device)
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": processor_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "precision_reason": reason,
+        "torch": torch.__version__,
+    }
+
+
+def describe_machine(record: dict) -> str:
+    """A `machine_record` as the two lines a run prints first."""
+    where = record["gpu"] or f"{record['cpu']}, capability {record['cpu_capability']}"
+    return (f"device {record['device']} ({where}), {record['threads']} threads, torch {record['torch']}\n"
+            f"precision {record['precision']}: {record['precision_reason']}")

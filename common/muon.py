@@ -6,13 +6,13 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def orthogonalize(matrix: Tensor, steps: int = 3, eps: float = 1e-7) -> Tensor:
+def orthogonalize(matrix: Tensor, steps: int = 3, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """An approximately orthogonal matrix with `matrix`'s singular vectors (singular values near 1,
-    roughly in 0.5-1.5), by a quintic Newton-Schulz iteration in bf16."""
+    roughly in 0.5-1.5), by a quintic Newton-Schulz iteration computed in `dtype`."""
     if matrix.ndim != 2:
         raise ValueError(f"orthogonalize needs a 2-D matrix, got shape {tuple(matrix.shape)}")
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = matrix.bfloat16()
+    x = matrix.to(dtype)
     x = x / (x.norm() + eps)  # the top singular value is now at most 1
     wide = x.shape[0] <= x.shape[1]
     if not wide:
@@ -25,11 +25,13 @@ def orthogonalize(matrix: Tensor, steps: int = 3, eps: float = 1e-7) -> Tensor:
 
 class Muon(torch.optim.Optimizer):
     """Param groups with `muon=True` (weights with ndim >= 2) take orthogonalized Nesterov-momentum
-    steps and have their norm held at sqrt(rows); the others take Nesterov SGD with `weight_decay`."""
+    steps and have their norm held at sqrt(rows); the others take Nesterov SGD with `weight_decay`.
+    The orthogonalization runs in `orthogonalize_dtype` (bf16 as in airbench; fp32 where bf16 is emulated)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 muon: bool = True):
+                 muon: bool = True, orthogonalize_dtype: torch.dtype = torch.bfloat16):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, muon=muon))
+        self.orthogonalize_dtype = orthogonalize_dtype
         for group in self.param_groups:
             if group["muon"] and any(p.ndim < 2 for p in group["params"]):
                 raise ValueError("Muon groups hold weight matrices or conv filters, not vectors")
@@ -52,6 +54,7 @@ class Muon(torch.optim.Optimizer):
                 update = grad.add(buffer, alpha=group["momentum"])  # Nesterov
                 if group["muon"]:
                     p.mul_(len(p) ** 0.5 / p.norm())
-                    update = orthogonalize(update.reshape(len(p), -1)).view_as(p)
+                    update = orthogonalize(update.reshape(len(p), -1),
+                                           dtype=self.orthogonalize_dtype).view_as(p)
                 p.add_(update, alpha=-group["lr"])
         return loss

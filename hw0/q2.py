@@ -50,7 +50,7 @@ def make_model(seed: int) -> nn.Linear:
 
 def fit_line(*, n_train: int, n_val: int, alpha: float, beta: float, epochs: int, batch_size: int,
              lr: float, weight_decay: float = 0.01, seed: int = 0, model_seed: int = 1,
-             precision: str = "fp32", device: torch.device = torch.device("cpu"),
+             device: torch.device = torch.device("cpu"),
              quiet: bool = True) -> tuple[nn.Linear, dict, dict[str, LinearData]]:
     """Fit nn.Linear(1, 1) to LinearData with MSE + AdamW (step size decaying linearly to zero).
     Returns the model, its history, and the train/val datasets."""
@@ -64,7 +64,7 @@ def fit_line(*, n_train: int, n_val: int, alpha: float, beta: float, epochs: int
     steps = epochs * len(train_loader)
     scheduler = warmup_linear_decay(optimizer, steps)
     history = fit(model, optimizer, nn.MSELoss(), train_loader, val_loader, epochs=epochs,
-                  device=device, scheduler=scheduler, precision=precision, quiet=quiet)
+                  device=device, scheduler=scheduler, quiet=quiet)
     return model.cpu(), history, data
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     model, history, data = fit_line(
         n_train=args.n_train, n_val=args.n_val, alpha=args.alpha, beta=args.beta, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        model_seed=args.model_seed, precision=args.precision, device=select_device(args.device),
+        model_seed=args.model_seed, device=select_device(args.device),
         quiet=args.quiet)
     alpha_hat, beta_hat = model.weight.item(), model.bias.item()
     x, y = data["train"].x, data["train"].y

@@ -13,9 +13,9 @@ from torch import nn
 from common.atomic_io import write_json
 from common import checkpoint
 from common.cifar import FORMATS, CifarBatches, ImageSet, load_cifar10
-from common.cli import make_parser, report_written, run
+from common.cli import add_precision_arg, make_parser, report_written, run
 from common.data_dir import resolve_data_dir
-from common.device import select_device
+from common.device import describe_machine, machine_record, select_device
 from common.distributed import launch_command
 from common.errors import UserError
 from common.metrics import classification_report, confusion_matrix
@@ -67,14 +67,16 @@ def main() -> None:
     parser = make_parser(__doc__, "hw3/results")
     parser.add_argument("--checkpoint", type=Path, default=Path("hw3/results/model.pt"))
     parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    add_precision_arg(parser)
     args = parser.parse_args()
     device = select_device(args.device)
+    machine = machine_record(device, args.precision)
+    print(describe_machine(machine), flush=True)
     model, config = load_model(args.checkpoint, device)
     test = load_cifar10(resolve_data_dir(args.data_dir), "test", fmt=args.dataset_format)
-    report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
+    report, cm = evaluate_test(model, config, test, device=device, precision=machine["precision"])
     write_test_results(report, cm, test.classes, args.out_dir, {
-        "checkpoint": str(args.checkpoint), "model": config["model"],
+        "checkpoint": str(args.checkpoint), "model": config["model"], **machine,
         "command": launch_command("hw3/eval.py")})
     print(f"test accuracy {100 * report['accuracy']:.2f}% on {len(test)} images, "
           f"macro F1 {report['macro_f1']:.4f}")

@@ -13,8 +13,9 @@ from torch import nn
 from common.atomic_io import write_json
 from common.checkpoint import save_checkpoint
 from common.cifar import FLIPS, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10, split_train_val
-from common.cli import make_parser, positive, probability, report_written, run
+from common.cli import add_precision_arg, make_parser, positive, probability, report_written, run
 from common.data_dir import resolve_data_dir
+from common.device import describe_machine, machine_record
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
 from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
@@ -62,7 +63,8 @@ def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
                   {"params": norm_biases, "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd},
                   {"params": [model.head.weight], "lr": head_lr, "weight_decay": decay / head_lr, **sgd},
                   {"params": [model.whiten.bias], "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd}]
-        optimizer = Muon(groups, lr=args.lr)
+        newton_schulz_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+        optimizer = Muon(groups, lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
         whiten_steps = WHITEN_BIAS_EPOCHS * steps_per_epoch
 
         def linear(step: int) -> float:  # straight down to zero at the last step
@@ -118,7 +120,7 @@ def main() -> None:
                         help="training images held out for validation (0: train on all)")
     parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
     parser.add_argument("--limit", type=positive(), help="use only this many images per split (smoke runs)")
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    add_precision_arg(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
     args = parser.parse_args()
     for key, value in RECIPES[args.model].items():  # unset options take the model's recipe
@@ -128,6 +130,10 @@ def main() -> None:
 
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
+    machine = machine_record(device, args.precision)
+    args.precision = machine["precision"]  # auto, resolved for this device
+    if is_main():
+        print(describe_machine(machine), flush=True)
     data_dir = resolve_data_dir(args.data_dir)
     full_train = load_cifar10(data_dir, "train", fmt=args.dataset_format, limit=args.limit)
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
@@ -144,7 +150,8 @@ def main() -> None:
     model = ensemble(members)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
     if is_main():  # one process writes the results
-        test_and_write(model, config, histories, validation, args, began, device, data_dir, len(train), len(val))
+        test_and_write(model, config, histories, validation, args, began, device, machine, data_dir, len(train),
+                       len(val))
     teardown()
 
 
@@ -173,7 +180,8 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
 
 
 def test_and_write(model: nn.Module, config: dict, histories: list[dict], validation: dict,
-                   args, began: float, device: torch.device, data_dir: Path, n_train: int, n_val: int) -> None:
+                   args, began: float, device: torch.device, machine: dict, data_dir: Path, n_train: int,
+                   n_val: int) -> None:
     """Save the model and curves, evaluate once on the test split, write metrics.json and say so."""
     out, widths = args.out_dir, config["widths"]
     history = join_histories(histories)
@@ -192,13 +200,12 @@ def test_and_write(model: nn.Module, config: dict, histories: list[dict], valida
     images_per_second = sum(history["samples_per_second"]) / len(history["epoch"])
     write_test_results(report, cm, test.classes, out, {
         "model": args.model, "widths": widths, "parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": args.epochs, "settings": settings_of(args), "precision": args.precision, "tta": args.tta,
+        "epochs": args.epochs, "settings": settings_of(args), "tta": args.tta,
         "train_images": n_train, "val_images": n_val,
         "members": args.members, **validation,
         "processes": world_size(), "train_images_per_second": images_per_second,
         "train_images_per_second_per_process": images_per_second / world_size(),
-        "device": str(device), "threads_per_process": torch.get_num_threads(),
-        "command": launch_command("hw3/train.py"),
+        **machine, "command": launch_command("hw3/train.py"),
     })
     print(f"test accuracy {100 * report['accuracy']:.2f}% ({len(test)} images), macro F1 "
           f"{report['macro_f1']:.4f}, wall time {report['wall_seconds'] / 60:.1f} min")

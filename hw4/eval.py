@@ -12,9 +12,9 @@ from torch import nn
 
 from common.atomic_io import write_json, write_text
 from common import checkpoint
-from common.cli import make_parser, report_written, run
+from common.cli import add_precision_arg, make_parser, report_written, run
 from common.data_dir import resolve_data_dir
-from common.device import select_device
+from common.device import describe_machine, machine_record, select_device
 from common.distributed import launch_command
 from common.ensemble import ensemble
 from common.imdb import Reviews, load_imdb
@@ -94,14 +94,16 @@ def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dic
 def main() -> None:
     parser = make_parser(__doc__, "hw4/results")
     parser.add_argument("--checkpoint", type=Path, default=Path("hw4/results/model.pt"))
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    add_precision_arg(parser)
     args = parser.parse_args()
     device = select_device(args.device)
+    machine = machine_record(device, args.precision)
+    print(describe_machine(machine), flush=True)
     model, config = load_model(args.checkpoint, device)
     test = load_imdb(resolve_data_dir(args.data_dir), "test")
-    report, cm = evaluate_test(model, config, test, device=device, precision=args.precision, quiet=args.quiet)
+    report, cm = evaluate_test(model, config, test, device=device, precision=machine["precision"], quiet=args.quiet)
     write_test_results(report, cm, args.out_dir, {
-        "checkpoint": str(args.checkpoint), "command": launch_command("hw4/eval.py")})
+        "checkpoint": str(args.checkpoint), **machine, "command": launch_command("hw4/eval.py")})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from torch import nn
 
 from common.atomic_io import write_json
 from common.checkpoint import save_checkpoint
-from common.cli import add_training_args, make_parser, positive, report_written, run
+from common.cli import add_precision_arg, add_training_args, make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
+from common.device import describe_machine, machine_record
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
 from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
@@ -35,7 +36,8 @@ MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "
 def main() -> None:
     began = time.perf_counter()
     parser = make_parser(__doc__, "hw4/results")
-    add_training_args(parser, epochs=2, batch_size=32, lr=1e-3, precision="bf16")
+    add_training_args(parser, epochs=2, batch_size=32, lr=1e-3)
+    add_precision_arg(parser)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps spent warming up")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
@@ -62,6 +64,10 @@ def main() -> None:
 
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
+    machine = machine_record(device, args.precision)
+    args.precision = machine["precision"]  # auto, resolved for this device
+    if is_main():
+        print(describe_machine(machine), flush=True)
     per_rank_batch_size(args.batch_size)  # --batch-size is global; it must split evenly
     data_dir = resolve_data_dir(args.data_dir)
     reviews = load_imdb(data_dir, "train").sample(args.limit)
@@ -108,7 +114,7 @@ def main() -> None:
             "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
             "val_reviews": len(val_idx), "members": args.members, **validation, "processes": world_size(),
             "train_reviews_per_second": sum(history["samples_per_second"]) / len(history["epoch"]),
-            "device": str(device), "command": launch_command("hw4/train.py"),
+            **machine, "command": launch_command("hw4/train.py"),
         })
     teardown()
 

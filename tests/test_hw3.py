@@ -196,7 +196,8 @@ def test_airbench_recipes_lower_the_loss(optimizer):
     images += labels.view(-1, 1, 1, 1).float()
     model.init_whitening(images)
     lr, weight_decay = {"sgd": (11.5, 0.0153), "muon": (0.24, 2e-6)}[optimizer]
-    args = SimpleNamespace(optimizer=optimizer, epochs=1, batch_size=48, lr=lr, weight_decay=weight_decay)
+    args = SimpleNamespace(optimizer=optimizer, epochs=1, batch_size=48, lr=lr, weight_decay=weight_decay,
+                           precision="fp32")
     opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
     losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
     assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,118 @@
+"""--precision auto: bf16 only where the hardware runs it natively; the machine record; the throughput
+benchmark's FLOP counts against hand counts, and its tiny mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.throughput import flops_per_sample, hw4_workload, main as bench_main, Workload
+from common.device import machine_record, resolve_precision
+from common.errors import UserError
+from hw4.model import TransformerClassifier
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def fake_cpu(monkeypatch, *, amx: bool, avx512_bf16: bool, capability: str = "AVX512") -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+
+
+def fake_cuda(monkeypatch, *, bf16: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, capability, expected", [
+    (True, True, "AVX512", "bf16"),     # Sapphire Rapids and later
+    (False, True, "AVX512", "bf16"),    # Cooper Lake, AMD Zen 4
+    (False, False, "AVX512", "fp32"),   # Skylake-X: AVX-512 without bf16
+    (False, False, "AVX2", "fp32"),     # most laptops, AMD Zen 2/3
+    (True, True, "AVX2", "fp32"),       # bf16 hardware, but kernels capped at AVX2 (ATEN_CPU_CAPABILITY)
+])
+def test_auto_on_cpu_is_bf16_only_with_native_support(monkeypatch, amx, avx512_bf16, capability, expected):
+    fake_cpu(monkeypatch, amx=amx, avx512_bf16=avx512_bf16, capability=capability)
+    precision, reason = resolve_precision("auto", CPU)
+    assert precision == expected
+    assert ("native bf16" in reason) == (expected == "bf16") or "emulated" in reason
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_on_cuda_follows_the_gpu(monkeypatch, bf16):
+    fake_cuda(monkeypatch, bf16=bf16)
+    assert resolve_precision("auto", CUDA) == ("bf16" if bf16 else "fp32",
+                                               f"Fake GPU has {'native' if bf16 else 'no native'} bf16")
+
+
+@pytest.mark.parametrize("forced", ["bf16", "fp32"])
+def test_forced_precisions_are_taken_as_given(monkeypatch, forced):
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=False, capability="AVX2")
+    fake_cuda(monkeypatch, bf16=False)
+    for device in (CPU, CUDA):
+        assert resolve_precision(forced, device) == (forced, "forced by --precision")
+
+
+def test_unknown_precision_is_a_user_error():
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", CPU)
+
+
+def test_mps_keeps_fp32():
+    assert resolve_precision("auto", torch.device("mps"))[0] == "fp32"
+
+
+def test_machine_record_names_the_machine_class(monkeypatch):
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=False, capability="AVX2")
+    record = machine_record(CPU, "auto")
+    assert record["precision"] == "fp32" and "emulated" in record["precision_reason"]
+    assert record["cpu_capability"] == "AVX2" and record["threads"] == torch.get_num_threads()
+    assert record["torch"] == torch.__version__ and record["gpu"] is None and record["cpu"]
+
+
+# --- the throughput benchmark -------------------------------------------------------------------
+def test_flop_count_of_a_small_conv_net_matches_a_hand_count():
+    batch, side, c_in, c_out, classes = 4, 8, 3, 5, 7
+    model = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.Flatten(),
+                          nn.Linear(c_out * side * side, classes))
+    work = Workload("toy", "image", model, torch.randn(batch, c_in, side, side),
+                    torch.randint(0, classes, (batch,)), make_optimizer=None)
+    conv = 2 * side * side * c_out * c_in * 9  # per image, forward
+    linear = 2 * c_out * side * side * classes
+    # backward: weight gradients of both layers, the input gradient of the linear layer only
+    # (the conv's input needs no gradient)
+    assert flops_per_sample(work) == conv + linear + conv + 2 * linear
+
+
+def test_flop_count_of_a_small_encoder_matches_a_hand_count():
+    batch, length, dim, ff, vocab = 2, 6, 8, 4, 50
+    model = TransformerClassifier(vocab, dim=dim, layers=1, heads=2, ff_mult=ff, dropout=0.0, max_len=length)
+    work = Workload("toy", "review", model, torch.randint(2, vocab, (batch, length)),
+                    torch.randint(0, 2, (batch,)), make_optimizer=None)
+    projections = 2 * length * dim * (3 * dim + dim + 2 * ff * dim)  # qkv, out, feed-forward, per review
+    attention = 2 * 2 * length * length * dim  # q k^T and attention @ v, all heads together
+    head = 2 * dim * 2
+    # backward: twice each matmul (input and weight gradients; the embedding lookup has none), and
+    # attention's five: the scores recomputed, then the gradients of scores, values, queries and keys
+    assert flops_per_sample(work) == 3 * (projections + head) + 3.5 * attention
+
+
+def test_benchmark_runs_in_tiny_mode(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--tiny", "--out", str(tmp_path / "bench.json")])
+    bench_main()
+    printed = capsys.readouterr().out
+    assert "GEMM peak" in printed and "hw4 encoder" in printed
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["model"] for row in record["models"]] == ["hw3 cnn", "hw3 airbench", "hw4 encoder"]
+    for row in record["models"]:
+        auto = record["precision"]
+        assert row["gflop_per_sample"] > 0 and row[f"{auto}_samples_per_second"] > 0
+        assert row["auto_over_fp32_time"] == pytest.approx(
+            row["fp32_samples_per_second"] / row[f"{auto}_samples_per_second"])
+
+
+def test_hw4_workload_has_the_default_model_size():
+    work = hw4_workload(tiny=False, tokens=256)
+    assert work.inputs.shape == (32, 256) and len(work.model.blocks) == 2 and work.model.dim == 128
