@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,19 +21,21 @@ from torch.utils import flop_counter
 
 from common.atomic_io import write_json
 from common.cli import report_written, run
-from common.device import autocast, describe_machine, machine_record, native_bf16
-from hw3.models import AirbenchNet, SeedCNN
+from common.device import autocast, native_bf16, report_machine
+from hw3.model import AirbenchNet, SeedCNN
 from hw3.train import RECIPES, make_optimizer
 from hw4.model import TransformerClassifier
+from hw4.train import RECIPE
 
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")  # e.g. avx2: an AVX2-only CPU
 TARGETS = {"hw3 cnn": 0.5, "hw3 airbench": 0.5, "hw4 encoder": 0.3}  # fraction of the GEMM peak
-# The default runs: command, and samples trained (training-split size x epochs x members).
+# The default runs, as the recipes in the train scripts say: command, samples trained (training
+# split x epochs x members).
 DEFAULT_RUNS = {
-    "hw3 cnn": ("python hw3/train.py", 45_000 * RECIPES["cnn"]["epochs"] * RECIPES["cnn"]["members"]),
+    "hw3 cnn": ("python hw3/train.py", 45_000 * RECIPES["cnn"].epochs * RECIPES["cnn"].members),
     "hw3 airbench": ("python hw3/train.py --model airbench",
-                     45_000 * RECIPES["airbench"]["epochs"] * RECIPES["airbench"]["members"]),
-    "hw4 encoder": ("python hw4/train.py", 22_500 * 2 * 3),
+                     45_000 * RECIPES["airbench"].epochs * RECIPES["airbench"].members),
+    "hw4 encoder": ("python hw4/train.py", 22_500 * RECIPE.epochs * RECIPE.members),
 }
 # torch's FLOP counter knows the GPU attention kernels only; the CPU one does the same matmuls.
 CPU_ATTENTION_FLOPS = {
@@ -74,28 +76,27 @@ def hw3_workload(name: str, tiny: bool) -> Workload:
     """hw3's cnn or airbench network, a batch of its recipe's size, its recipe's optimizer."""
     model_name = name.split()[1]
     recipe = RECIPES[model_name]
-    batch = 8 if tiny else recipe["batch_size"]
-    if model_name == "cnn":
-        model = SeedCNN((4, 8, 8) if tiny else (64, 128, 256))
-    else:
-        model = AirbenchNet((8, 8, 8) if tiny else (64, 256, 256))
+    batch = 8 if tiny else recipe.batch_size
+    network = {"cnn": SeedCNN, "airbench": AirbenchNet}[model_name]
+    model = network((4, 8, 8) if tiny else tuple(recipe.widths))
     model = model.to(memory_format=torch.channels_last)
     images = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 
     def optimizer(model: nn.Module, precision: str):
-        args = SimpleNamespace(**recipe, precision=precision)
+        args = SimpleNamespace(**asdict(recipe), precision=precision)
         return make_optimizer(model, args, steps_per_epoch=1000)
     return Workload(name, "image", model, images, torch.randint(0, 10, (batch,)), optimizer)
 
 
 def hw4_workload(tiny: bool, tokens: int) -> Workload:
-    """hw4's encoder at its default size, a batch of 32 reviews of `tokens` tokens, AdamW."""
+    """hw4's encoder at its recipe's size, a batch of the recipe's size of reviews of `tokens` tokens, AdamW."""
     model = (TransformerClassifier(100, dim=16, layers=1, heads=2, max_len=16) if tiny
-             else TransformerClassifier(20_000, dim=128, layers=2, heads=4, ff_mult=4, dropout=0.2))
-    batch, length = (4, 16) if tiny else (32, tokens)
+             else TransformerClassifier(RECIPE.max_vocab, dim=RECIPE.dim, layers=RECIPE.layers, heads=RECIPE.heads,
+                                        ff_mult=RECIPE.ff_mult, dropout=RECIPE.dropout, max_len=RECIPE.max_len))
+    batch, length = (4, 16) if tiny else (RECIPE.batch_size, tokens)
 
     def optimizer(model: nn.Module, precision: str):
-        return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True), None
+        return torch.optim.AdamW(model.parameters(), lr=RECIPE.lr, weight_decay=RECIPE.weight_decay, fused=True), None
     ids = torch.randint(2, len(model.embed.weight), (batch, length))
     return Workload("hw4 encoder", f"review ({length} tokens)", model, ids, torch.randint(0, 2, (batch,)),
                     optimizer, grad_clip=1.0)
@@ -148,8 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    machine = machine_record(cpu, "auto")
-    print(describe_machine(machine), flush=True)
+    machine = report_machine(cpu, "auto")
     auto = machine["precision"]
 
     gemm_seconds = 0.2 if args.tiny else 3.0

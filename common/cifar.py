@@ -106,45 +106,9 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
     return padded[batch, channel, rows, cols]
 
 
-def box_mask(top: Tensor, left: Tensor, box_height: Tensor, box_width: Tensor, images: Tensor) -> Tensor:
-    """A boolean (N, H, W) mask on `images`' device, set inside each image's box (clipped at the borders)."""
-    rows = torch.arange(images.shape[-2]) - top[:, None]  # (N, H): row offset from each box's top
-    cols = torch.arange(images.shape[-1]) - left[:, None]
-    inside = (((rows >= 0) & (rows < box_height[:, None]))[:, :, None]
-              & ((cols >= 0) & (cols < box_width[:, None]))[:, None, :])
-    return inside.to(images.device)
-
-
-def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """Zero a `size` x `size` square at a random centre in each image (clipped at the borders)."""
-    n, _, height, width = images.shape
-    cy = torch.randint(0, height, (n,), generator=generator)
-    cx = torch.randint(0, width, (n,), generator=generator)
-    side = torch.full((n,), size)
-    inside = box_mask(cy - size // 2, cx - size // 2, side, side, images)
-    return images.masked_fill(inside[:, None], 0)
-
-
-def cutmix(images: Tensor, labels: Tensor, num_classes: int, probability: float,
-           generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """With `probability`, paste into each image a box of uniformly random area from the next image
-    in the batch; returns the images and targets as class probabilities weighted by pixel area."""
-    n, _, height, width = images.shape
-    area = torch.rand(n, generator=generator) * (torch.rand(n, generator=generator) < probability)
-    box_h, box_w = (area.sqrt() * height).round().long(), (area.sqrt() * width).round().long()
-    top = (torch.rand(n, generator=generator) * (height - box_h + 1)).long()
-    left = (torch.rand(n, generator=generator) * (width - box_w + 1)).long()
-    inside = box_mask(top, left, box_h, box_w, images)
-    mixed = torch.where(inside[:, None], images.roll(1, dims=0), images)
-    pasted = inside.flatten(1).float().mean(1, keepdim=True)
-    one_hot = torch.nn.functional.one_hot(labels, num_classes).float()
-    return mixed, (1 - pasted) * one_hot + pasted * one_hot.roll(1, dims=0)
-
-
 class CifarBatches:
     """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
-    training shuffled and augmented (flip, padded crop, optional cutout and CutMix) with generators
-    seeded by (seed, epoch). With `cutmix_probability` > 0 training labels are class probabilities (N, C).
+    training shuffled and augmented (flip, padded crop) with generators seeded by (seed, epoch).
     `flip="alternate"` mirrors a fixed random half of the images in odd epochs and the other half in
     even ones (airbench's alternating flip: every image is seen both ways every two epochs).
 
@@ -152,14 +116,10 @@ class CifarBatches:
 
     def __init__(self, data: ImageSet, *, batch_size: int, mean: list[float], std: list[float],
                  train: bool, seed: int = 0, crop_padding: int = 4, flip: str = "random",
-                 cutout_size: int = 0, cutmix_probability: float = 0.0, shard: bool = False,
-                 device: torch.device | str = "cpu"):
+                 shard: bool = False, device: torch.device | str = "cpu"):
         if flip not in FLIPS:
             raise UserError(f"unknown flip {flip!r}; choose {', '.join(FLIPS)}")
-        if not 0 <= cutmix_probability <= 1:
-            raise UserError(f"CutMix probability must be between 0 and 1, got {cutmix_probability}")
-        self.data, self.batch_size, self.train, self.shard = data, batch_size, train, shard
-        self.flip, self.cutout_size, self.cutmix_probability = flip, cutout_size, cutmix_probability
+        self.data, self.batch_size, self.train, self.shard, self.flip = data, batch_size, train, shard, flip
         self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
         self.device = torch.device(device)
         self.epoch = 0
@@ -194,11 +154,6 @@ class CifarBatches:
                     images = random_flip(images, augment)
                 if self.crop_padding:
                     images = random_crop(images, self.crop_padding, augment)
-                if self.cutout_size:
-                    images = cutout(images, self.cutout_size, augment)
-                if self.cutmix_probability:
-                    images, labels = cutmix(images, labels, len(self.data.classes), self.cutmix_probability,
-                                            augment)
             yield images.contiguous(memory_format=torch.channels_last), labels
 
 

@@ -11,16 +11,25 @@ from common.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default, also for options given no help text."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        if action.option_strings and not action.help and action.default is not argparse.SUPPRESS:
+            action.help = "(default: %(default)s)"
+        super().add_argument(action)
+
+
 def make_parser(description: str, results_dir: str, *, data: bool = True,
                 device: bool = True) -> argparse.ArgumentParser:
     """A parser with the options scripts share: output folder, seed, quiet, and the data folder and
     device for scripts that read data files or run on an accelerator."""
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=description, formatter_class=HelpWithDefaults
     )
     if data:
         parser.add_argument("--data-dir", default=None,
-                            help="folder holding the data (default: $CSE849_DATA, else ./data)")
+                            help="folder holding the data; if unset, $CSE849_DATA, else ./data")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / results_dir,
                         help="where plots, metrics and checkpoints are written")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

@@ -97,3 +97,11 @@ def describe_machine(record: dict) -> str:
     where = record["gpu"] or f"{record['cpu']}, capability {record['cpu_capability']}"
     return (f"device {record['device']} ({where}), {record['threads']} threads, torch {record['torch']}\n"
             f"precision {record['precision']}: {record['precision_reason']}")
+
+
+def report_machine(device: torch.device, requested_precision: str, *, show: bool = True) -> dict:
+    """The run's `machine_record`, printed (when `show`) as the run's first lines."""
+    record = machine_record(device, requested_precision)
+    if show:
+        print(describe_machine(record), flush=True)
+    return record

@@ -5,10 +5,7 @@ from torch import Tensor
 
 
 def accuracy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Fraction of rows whose arg-max logit is the target class (a 0-d tensor); targets given as
-    class probabilities (N, C) count their most probable class."""
-    if targets.ndim == logits.ndim:
-        targets = targets.argmax(dim=-1)
+    """Fraction of rows whose arg-max logit is the target class (a 0-d tensor)."""
     return (logits.argmax(dim=-1) == targets).float().mean()
 
 

@@ -47,15 +47,10 @@ def plot_curves(ax: Axes, history: dict[str, list[float]], metric: str, *, log: 
     ax.legend()
 
 
-def plot_history(history: dict[str, list[float]], metrics: list[str], path: str | os.PathLike,
-                 title: str = "") -> None:
-    """One panel per metric (e.g. ['loss', 'acc']), train vs validation, saved to `path`."""
-    plot_member_histories([history], metrics, path, title)
-
-
 def plot_member_histories(histories: list[dict[str, list[float]]], metrics: list[str],
                           path: str | os.PathLike, title: str = "") -> None:
-    """Like `plot_history`, with one pair of train/validation curves per ensemble member's history."""
+    """One panel per metric (e.g. ['loss', 'acc']), with train and validation curves of each history
+    (one per ensemble member), saved to `path`."""
     fig, axes = new_figure(len(metrics))
     for member, history in enumerate(histories):
         for ax, metric in zip(axes[0], metrics):

@@ -37,9 +37,6 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
     def word_counts(self, docs: np.ndarray | None = None) -> np.ndarray:
         """How often each of `words` occurs in the texts `docs` (all texts if None)."""
         if docs is None:

@@ -67,7 +67,7 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
                     scheduler.step()
             with torch.no_grad():
                 values = [loss.new_ones(()), loss] + [fn(output, target) for fn in metrics.values()]
-                totals += torch.stack(values).to(totals.dtype) * len(target)
+                totals += (torch.stack(values) * len(target)).to(totals.dtype)
             if progress is not None and not progress.disable:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
@@ -117,7 +117,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
     history: dict[str, list[float]] = {"epoch": [], "lr": [], "seconds": [], "samples_per_second": []}
     start = 0
     if checkpointing is not None and checkpointing.resume:
-        start, history = _restore(checkpointing, model, optimizer, scheduler, train_loader)
+        start, history = _restore(checkpointing, model, optimizer, scheduler)
     quiet = quiet or not is_main()
     for epoch in range(start + 1, epochs + 1):
         if hasattr(train_loader, "set_epoch"):
@@ -138,7 +138,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
                 samples_per_second=samples / train_seconds,
                 **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()})
         if checkpointing is not None and is_main():
-            _save(checkpointing, model, optimizer, scheduler, train_loader, epoch, history)
+            _save(checkpointing, model, optimizer, scheduler, epoch, history)
         if history_path is not None and is_main():
             write_json(history_path, history)
         if not quiet:
@@ -160,19 +160,17 @@ def _epoch_line(history: dict[str, list[float]], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _save(spec: Checkpointing, model, optimizer, scheduler, loader, epoch: int,
+def _save(spec: Checkpointing, model, optimizer, scheduler, epoch: int,
           history: dict[str, list[float]]) -> None:
-    generator = getattr(loader, "generator", None)
     save_checkpoint(
         spec.path, kind=spec.kind, model=unwrap(model), config=spec.config, settings=spec.settings,
         epoch=epoch, history=history, optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict() if scheduler is not None else None,
         torch_rng=torch.get_rng_state(),
-        loader_rng=generator.get_state() if generator is not None else None,
     )
 
 
-def _restore(spec: Checkpointing, model, optimizer, scheduler, loader) -> tuple[int, dict]:
+def _restore(spec: Checkpointing, model, optimizer, scheduler) -> tuple[int, dict]:
     if not Path(spec.path).is_file():
         raise UserError(f"--resume: no checkpoint at {spec.path}; run once without --resume first")
     state = load_checkpoint(spec.path, kind=spec.kind,
@@ -188,9 +186,6 @@ def _restore(spec: Checkpointing, model, optimizer, scheduler, loader) -> tuple[
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    generator = getattr(loader, "generator", None)
-    if generator is not None and state.get("loader_rng") is not None:
-        generator.set_state(state["loader_rng"])
     if is_main():
         print(f"resumed from {spec.path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"]

@@ -13,8 +13,7 @@ from common.cifar import normalize
 from common.cli import make_parser, run
 from common.device import select_device
 from common.errors import UserError
-from hw3.eval import load_model
-from hw3.models import predict_logits
+from hw3.model import load_model, predict_logits
 
 
 def read_image(path: Path) -> torch.Tensor:

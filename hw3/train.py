@@ -1,8 +1,10 @@
 """hw3: train a CNN on CIFAR-10 (the seed's three-conv net, or an airbench-style net with --model
 airbench), select on a validation split carved from train, and report on the test split."""
 
+import argparse
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -13,105 +15,105 @@ from torch import nn
 from common.atomic_io import write_json
 from common.checkpoint import save_checkpoint
 from common.cifar import FLIPS, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10, split_train_val
-from common.cli import add_precision_arg, make_parser, positive, probability, report_written, run
+from common.cli import add_precision_arg, make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
-from common.device import describe_machine, machine_record
+from common.device import report_machine
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
 from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
 from common.errors import UserError
 from common.metrics import accuracy
-from common.muon import Muon
 from common.plotting import plot_member_histories
 from common.seeding import seed_everything
 from common.training import fit
-from hw3.eval import CHECKPOINT_KIND, evaluate_test, write_test_results
-from hw3.models import DEFAULT_WIDTHS, MODELS, AirbenchNet, build_network
+from hw3.model import CHECKPOINT_KIND, AirbenchNet, build_network
+from hw3.muon import Muon
+from hw3.report import evaluate_test, write_test_results
 
-# Defaults per model, chosen on the validation split (see README).
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every default of one model's run; each field is the command-line option of the same name."""
+
+    widths: list[int]       # channels per conv block
+    optimizer: str          # adamw (one-cycle schedule) or muon (airbench94_muon's; airbench only)
+    epochs: int
+    batch_size: int
+    lr: float               # peak lr (adamw), or the conv filters' Muon lr
+    weight_decay: float
+    label_smoothing: float
+    crop_padding: int       # random-crop padding in pixels (0: no crops)
+    flip: str               # random, or alternate (each image mirrored in one of every two epochs)
+    tta: int                # test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts
+    members: int            # networks trained in turn (seeds seed, seed+1, ...), probabilities averaged
+
+
+# Chosen on the validation split (see hw3/README.md).
 RECIPES = {
-    "cnn": {"optimizer": "adamw", "epochs": 12, "batch_size": 256, "lr": 4e-3, "weight_decay": 5e-2,
-            "label_smoothing": 0.1, "crop_padding": 2, "flip": "random", "tta": 1, "members": 1},
-    "airbench": {"optimizer": "muon", "epochs": 8, "batch_size": 1024, "lr": 0.17, "weight_decay": 2e-6,
-                 "label_smoothing": 0.2, "crop_padding": 2, "flip": "alternate", "tta": 2, "members": 2},
+    "cnn": Recipe(widths=[64, 128, 256], optimizer="adamw", epochs=12, batch_size=256, lr=4e-3,
+                  weight_decay=5e-2, label_smoothing=0.1, crop_padding=2, flip="random", tta=1, members=1),
+    "airbench": Recipe(widths=[64, 256, 256], optimizer="muon", epochs=8, batch_size=1024, lr=0.17,
+                       weight_decay=2e-6, label_smoothing=0.2, crop_padding=2, flip="alternate", tta=2,
+                       members=2),
 }
-WHITEN_BIAS_EPOCHS = 3  # muon: the whitening conv's bias learns only in the first epochs
+ONE_CYCLE_WARMUP = 0.25  # adamw: fraction of the steps spent raising the lr
+# muon, as airbench94_muon: momenta, and step sizes relative to the filters' lr. Its step sizes are per
+# example of a summed loss (ours is a batch mean, hence the factor batch_size below). Its head starts
+# at std 1 and is scaled by 1/256; ours is PyTorch's default (std ~1/28) scaled by 1/9: (9/256)^2.
+MUON_MOMENTUM, SGD_MOMENTUM = 0.6, 0.85
+BIAS_LR_RATIO, HEAD_LR_RATIO = 0.053 / 0.24, 0.67 / 0.24 * (9 / 256) ** 2
+WHITEN_BIAS_EPOCHS = 3  # the whitening conv's bias learns only in the first epochs
+RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir")  # options a resumed run may change
 
 
 def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
     """The optimizer and per-step schedule named by `args.optimizer`: AdamW with a one-cycle schedule,
-    or airbench's Nesterov SGD, or airbench94_muon's Muon for the conv filters (airbench net only)."""
+    or airbench94_muon's Muon for the conv filters and Nesterov SGD for the rest (airbench net only)."""
     total = args.epochs * steps_per_epoch
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
-                                                        pct_start=0.25)
+                                                        pct_start=ONE_CYCLE_WARMUP)
         return optimizer, scheduler
     if not isinstance(model, AirbenchNet):
         raise UserError(f"--optimizer {args.optimizer} is the airbench recipe; use it with --model airbench")
+    filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
     norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
-    if args.optimizer == "muon":
-        filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
-        # airbench94_muon's step sizes per example of a summed loss (ours is a batch mean, hence the
-        # factor batch_size), relative to the filters' Muon lr. Its head starts at std 1 and is scaled
-        # by 1/256; ours is PyTorch's default (std ~1/28) scaled by 1/9, hence the (9/256)^2.
-        bias_lr = args.lr * 0.053 / 0.24 * args.batch_size
-        head_lr = args.lr * 0.67 / 0.24 * (9 / 256) ** 2 * args.batch_size
-        decay = args.weight_decay * args.batch_size  # fraction of each SGD weight removed per step
-        sgd = {"momentum": 0.85, "muon": False}
-        groups = [{"params": filters, "momentum": 0.6, "muon": True},
-                  {"params": norm_biases, "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd},
-                  {"params": [model.head.weight], "lr": head_lr, "weight_decay": decay / head_lr, **sgd},
-                  {"params": [model.whiten.bias], "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd}]
-        newton_schulz_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-        optimizer = Muon(groups, lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
-        whiten_steps = WHITEN_BIAS_EPOCHS * steps_per_epoch
+    bias_lr = args.lr * BIAS_LR_RATIO * args.batch_size
+    head_lr = args.lr * HEAD_LR_RATIO * args.batch_size
+    decay = args.weight_decay * args.batch_size  # fraction of each SGD weight removed per step
+    sgd = {"momentum": SGD_MOMENTUM, "muon": False}
+    groups = [{"params": filters, "momentum": MUON_MOMENTUM, "muon": True},
+              {"params": norm_biases, "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd},
+              {"params": [model.head.weight], "lr": head_lr, "weight_decay": decay / head_lr, **sgd},
+              {"params": [model.whiten.bias], "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd}]
+    newton_schulz_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    optimizer = Muon(groups, lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
+    whiten_steps = WHITEN_BIAS_EPOCHS * steps_per_epoch
 
-        def linear(step: int) -> float:  # straight down to zero at the last step
-            return 1 - step / total
+    def linear(step: int) -> float:  # straight down to zero at the last step
+        return 1 - step / total
 
-        def whiten(step: int) -> float:  # to zero after WHITEN_BIAS_EPOCHS, then frozen
-            return max(0.0, 1 - step / whiten_steps)
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, [linear] * 3 + [whiten])
-    # sgd: lr and weight decay are given per 1024 examples, decoupled from the batch size and
-    # momentum; the loss here is a batch mean, hence the extra factor of batch_size in the step size.
-    momentum = 0.85
-    kilostep = 1024 * (1 + 1 / (1 - momentum))
-    lr = args.lr / kilostep * args.batch_size
-    decay_per_step = args.weight_decay * args.batch_size / kilostep
-    others = [p for n, p in model.named_parameters() if "norm" not in n and p.requires_grad]
-    groups = [{"params": norm_biases, "lr": 64 * lr, "weight_decay": decay_per_step / (64 * lr)},
-              {"params": others, "lr": lr, "weight_decay": decay_per_step / lr}]
-    optimizer = torch.optim.SGD(groups, momentum=momentum, nesterov=True)
-    warmup = int(0.23 * total)
-
-    def factor(step: int) -> float:  # 0.2 -> 1 over the warm-up, then down to 0.07
-        if step < warmup:
-            return 0.2 + 0.8 * step / warmup
-        return 1.0 - 0.93 * (step - warmup) / max(1, total - warmup)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def whiten(step: int) -> float:  # to zero after WHITEN_BIAS_EPOCHS, then frozen
+        return max(0.0, 1 - step / whiten_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, [linear] * 3 + [whiten])
 
 
-def main() -> None:
-    began = time.perf_counter()
+def parse_args() -> argparse.Namespace:
+    """The options, with the defaults of the recipe of `--model` (so `--help` shows them)."""
     parser = make_parser(__doc__, "hw3/results")
-    parser.add_argument("--model", default="cnn", choices=sorted(MODELS))
-    parser.add_argument("--optimizer", choices=["adamw", "sgd", "muon"],
-                        help="adamw (one-cycle), or airbench's sgd or muon recipe (--model airbench)")
+    parser.add_argument("--model", default="cnn", choices=sorted(RECIPES))
+    parser.add_argument("--optimizer", choices=["adamw", "muon"],
+                        help="adamw (one-cycle), or airbench94_muon's Muon (--model airbench)")
     parser.add_argument("--widths", type=positive(), nargs="+", help="channels per conv block")
     parser.add_argument("--epochs", type=positive())
     parser.add_argument("--batch-size", type=positive())
-    parser.add_argument("--lr", type=positive(float), help="peak learning rate")
+    parser.add_argument("--lr", type=positive(float), help="peak learning rate (muon: the conv filters')")
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
     parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
                         "alternate: a fixed half in odd epochs, the other half in even ones")
-    parser.add_argument("--cutout", type=int, default=0,
-                        help="side of the square zeroed at a random place in each training image (0: none)")
-    parser.add_argument("--cutmix", type=probability, default=0.0,
-                        help="probability that a training image gets a box of random area pasted from "
-                             "another, its target mixed by area (CutMix; 0: none)")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
     parser.add_argument("--members", type=positive(),
@@ -122,25 +124,27 @@ def main() -> None:
     parser.add_argument("--limit", type=positive(), help="use only this many images per split (smoke runs)")
     add_precision_arg(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
-    args = parser.parse_args()
-    for key, value in RECIPES[args.model].items():  # unset options take the model's recipe
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.widths = widths = args.widths or list(DEFAULT_WIDTHS[args.model])
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--model", default="cnn")
+    model = first.parse_known_args()[0].model
+    parser.set_defaults(**asdict(RECIPES.get(model, RECIPES["cnn"])))
+    return parser.parse_args()
 
+
+def main() -> None:
+    began = time.perf_counter()
+    args = parse_args()
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
-    machine = machine_record(device, args.precision)
+    machine = report_machine(device, args.precision, show=is_main())
     args.precision = machine["precision"]  # auto, resolved for this device
-    if is_main():
-        print(describe_machine(machine), flush=True)
     data_dir = resolve_data_dir(args.data_dir)
     full_train = load_cifar10(data_dir, "train", fmt=args.dataset_format, limit=args.limit)
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
     val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None
-    config = {"model": args.model, "widths": widths, "classes": train.classes, "mean": mean, "std": std,
+    config = {"model": args.model, "widths": args.widths, "classes": train.classes, "mean": mean, "std": std,
               "tta": args.tta, "members": args.members}
     members, histories = [], []
     for member in range(args.members):  # each from its own seed: initial weights and batch order
@@ -161,8 +165,7 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     seed = args.seed + member
     seed_everything(seed)
     train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
-                                crop_padding=args.crop_padding, flip=args.flip, cutout_size=args.cutout,
-                                cutmix_probability=args.cutmix, shard=True, **batches)
+                                crop_padding=args.crop_padding, flip=args.flip, shard=True, **batches)
     model = build_network({**config, "num_classes": len(train.classes)})
     if isinstance(model, AirbenchNet):
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
@@ -212,10 +215,8 @@ def test_and_write(model: nn.Module, config: dict, histories: list[dict], valida
 
 
 def settings_of(args) -> dict:
-    """The hyperparameters a resumed run must share with the run it continues."""
-    return {k: getattr(args, k) for k in ("model", "optimizer", "widths", "epochs", "batch_size", "lr",
-                                          "weight_decay", "label_smoothing", "crop_padding", "flip",
-                                          "cutout", "cutmix", "val_size", "seed", "limit", "members")}
+    """Every option but RESUME_IGNORES: what a resumed run must share with the run it continues."""
+    return {k: v for k, v in vars(args).items() if k not in RESUME_IGNORES}
 
 
 if __name__ == "__main__":

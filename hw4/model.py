@@ -1,13 +1,20 @@
 """A Transformer encoder for text classification: token embeddings plus sinusoidal positions, pre-norm
-blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier."""
+blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier;
+its checkpoint kind and loading."""
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common import checkpoint
+from common.ensemble import ensemble
 from common.text import PAD_ID, UNK_ID
+
+CHECKPOINT_KIND = "hw4-imdb-transformer"
+CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -64,10 +71,9 @@ class TransformerClassifier(nn.Module):
     not carry that lean over (on the movie-held-out validation split this helped the ensemble)."""
 
     def __init__(self, vocab_size: int, *, dim: int = 128, layers: int = 2, heads: int = 4,
-                 ff_mult: int = 4, dropout: float = 0.1, max_len: int = 512, num_classes: int = 2,
-                 token_dropout: float = 0.0):
+                 ff_mult: int = 4, dropout: float = 0.1, max_len: int = 512, num_classes: int = 2):
         super().__init__()
-        self.dim, self.token_dropout = dim, token_dropout
+        self.dim = dim
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=PAD_ID)
         self.register_buffer("positions", sinusoidal_positions(max_len, dim), persistent=False)
         self.drop = nn.Dropout(dropout)
@@ -83,9 +89,6 @@ class TransformerClassifier(nn.Module):
             raise ValueError(f"expected token ids (batch, length <= {len(self.positions)}), "
                              f"got shape {tuple(ids.shape)}")
         real = ids != PAD_ID
-        if self.training and self.token_dropout:  # word dropout: hide random tokens behind <unk>
-            hidden = torch.rand(ids.shape, device=ids.device) < self.token_dropout
-            ids = ids.masked_fill(hidden & real, UNK_ID)
         keep = real
         if not self.training:  # see the class docstring; a text of unknown words only keeps them
             known = real & (ids != UNK_ID)
@@ -97,3 +100,23 @@ class TransformerClassifier(nn.Module):
         weights = keep.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1)  # mean over real tokens only
         return self.head(self.drop(pooled))
+
+
+def build_model(config: dict) -> nn.Module:
+    """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), or an
+    Ensemble of `config['members']` of them."""
+    return ensemble([build_classifier(config) for _ in range(config.get("members", 1))])
+
+
+def build_classifier(config: dict) -> TransformerClassifier:
+    """One encoder with the vocabulary, sizes and maximum length of `config`."""
+    return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
+                                 heads=config["heads"], ff_mult=config["ff_mult"], dropout=config["dropout"],
+                                 max_len=config["max_len"], num_classes=len(config["classes"]))
+
+
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The model and config stored in a hw4 checkpoint, ready for inference on `device`."""
+    model, config = checkpoint.load_model(path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
+                                          build=build_model)
+    return model.to(device).eval(), config

@@ -12,7 +12,7 @@ from common.device import select_device
 from common.errors import UserError
 from common.text import UNK, Vocab, tokenize
 from common.text_batches import pad_batch, truncate
-from hw4.eval import load_model
+from hw4.model import load_model
 
 
 def main() -> None:

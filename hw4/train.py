@@ -1,8 +1,10 @@
 """hw4: train a Transformer encoder from scratch for IMDB sentiment, select on a validation split
 carved from train, and report accuracy, precision, recall and F1 on the test split."""
 
+import argparse
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -12,9 +14,9 @@ from torch import nn
 
 from common.atomic_io import write_json
 from common.checkpoint import save_checkpoint
-from common.cli import add_precision_arg, add_training_args, make_parser, positive, report_written, run
+from common.cli import add_precision_arg, make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
-from common.device import describe_machine, machine_record
+from common.device import report_machine
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
                                 world_size, wrap)
 from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
@@ -28,46 +30,77 @@ from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import fit
-from hw4.eval import CHECKPOINT_KIND, build_classifier, evaluate_test, write_test_results
+from hw4.model import CHECKPOINT_KIND, build_classifier
+from hw4.report import evaluate_test, write_test_results
 
-MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "token_dropout", "max_len", "head")
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every default of the run; each field is the command-line option of the same name."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3              # AdamW's peak learning rate
+    weight_decay: float = 0.1     # on weight matrices, not embeddings, biases or norms
+    warmup: float = 0.1           # fraction of steps spent warming up, then linear decay to 0
+    label_smoothing: float = 0.0
+    max_len: int = 512            # tokens kept per review
+    head: int = 128               # of those, how many from the start of a long review (the rest from its end)
+    min_count: int = 5            # rarest word kept in the vocabulary
+    max_vocab: int = 20_000
+    dim: int = 128                # model width
+    layers: int = 2
+    heads: int = 4
+    ff_mult: int = 4              # feed-forward width / model width
+    dropout: float = 0.2
+    members: int = 3              # encoders trained in turn (seeds seed, seed+1, ...), probabilities averaged
+
+
+RECIPE = Recipe()  # chosen on the movie-held-out validation split (see hw4/README.md)
+MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
+RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir")  # options a resumed run may change
+
+
+def parse_args() -> argparse.Namespace:
+    """The options, with RECIPE's defaults."""
+    parser = make_parser(__doc__, "hw4/results")
+    parser.add_argument("--epochs", type=positive())
+    parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
+    parser.add_argument("--lr", type=positive(float), help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--warmup", type=float, help="fraction of steps spent warming up")
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--max-len", type=positive(), help="tokens kept per review")
+    parser.add_argument("--head", type=int,
+                        help="of those, how many from the start of a long review (the rest from its end)")
+    parser.add_argument("--min-count", type=positive(), help="rarest word kept in the vocabulary")
+    parser.add_argument("--max-vocab", type=positive(), help="vocabulary size cap")
+    parser.add_argument("--dim", type=positive(), help="model width")
+    parser.add_argument("--layers", type=positive())
+    parser.add_argument("--heads", type=positive())
+    parser.add_argument("--ff-mult", type=positive(), help="feed-forward width / model width")
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--members", type=positive(),
+                        help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
+    parser.add_argument("--val-size", type=int, default=2500,
+                        help="training reviews held out for validation, by whole movies (0: train on all)")
+    parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
+    add_precision_arg(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
+    parser.set_defaults(**asdict(RECIPE))
+    return parser.parse_args()
 
 
 def main() -> None:
     began = time.perf_counter()
-    parser = make_parser(__doc__, "hw4/results")
-    add_training_args(parser, epochs=2, batch_size=32, lr=1e-3)
-    add_precision_arg(parser)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps spent warming up")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--max-len", type=positive(), default=512, help="tokens kept per review")
-    parser.add_argument("--head", type=int, default=128,
-                        help="of those, how many from the start of a long review (the rest from its end)")
-    parser.add_argument("--min-count", type=positive(), default=5, help="rarest word kept in the vocabulary")
-    parser.add_argument("--max-vocab", type=positive(), default=20_000, help="vocabulary size cap")
-    parser.add_argument("--dim", type=positive(), default=128, help="model width")
-    parser.add_argument("--layers", type=positive(), default=2)
-    parser.add_argument("--heads", type=positive(), default=4)
-    parser.add_argument("--ff-mult", type=positive(), default=4, help="feed-forward width / model width")
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--token-dropout", type=float, default=0.0,
-                        help="training only: chance of replacing each token with <unk>")
-    parser.add_argument("--val-size", type=int, default=2500,
-                        help="training reviews held out for validation, by whole movies (0: train on all)")
-    parser.add_argument("--members", type=positive(), default=3,
-                        help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
-    parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
-    args = parser.parse_args()
+    args = parse_args()
     if not 0 <= args.head <= args.max_len:
         raise UserError(f"--head {args.head} must be between 0 and --max-len {args.max_len}")
 
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
-    machine = machine_record(device, args.precision)
+    machine = report_machine(device, args.precision, show=is_main())
     args.precision = machine["precision"]  # auto, resolved for this device
-    if is_main():
-        print(describe_machine(machine), flush=True)
     per_rank_batch_size(args.batch_size)  # --batch-size is global; it must split evenly
     data_dir = resolve_data_dir(args.data_dir)
     reviews = load_imdb(data_dir, "train").sample(args.limit)
@@ -142,10 +175,8 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
 
 
 def settings_of(args) -> dict:
-    """The hyperparameters a resumed run must share with the run it continues."""
-    return {k: getattr(args, k) for k in (*MODEL_KEYS, "epochs", "batch_size", "lr", "weight_decay", "warmup",
-                                          "label_smoothing", "min_count", "max_vocab", "val_size", "seed",
-                                          "limit", "members")}
+    """Every option but RESUME_IGNORES: what a resumed run must share with the run it continues."""
+    return {k: v for k, v in vars(args).items() if k not in RESUME_IGNORES}
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from common.device import autocast, select_device
 from common.ensemble import Ensemble, validation_record
 from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
-from common.muon import Muon, orthogonalize
-from common.plotting import plot_confusion_matrix, plot_history
+from common.plotting import plot_confusion_matrix, plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 
@@ -179,13 +178,11 @@ def test_accuracy_and_confusion_matrix():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
     targets = torch.tensor([0, 0, 1, 1])
     assert accuracy(logits, targets).item() == pytest.approx(0.5)
-    soft = torch.tensor([[0.7, 0.3], [0.4, 0.6], [0.9, 0.1], [0.2, 0.8]])  # most probable: 0, 1, 0, 1
-    assert accuracy(logits, soft).item() == pytest.approx(1.0)
     cm = confusion_matrix(logits.argmax(1), targets, num_classes=2)
     assert cm.tolist() == [[1, 1], [1, 1]]
     cm = confusion_matrix(torch.tensor([0, 2, 2, 1]), torch.tensor([0, 2, 1, 1]), num_classes=3)
     assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in shape"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0]), num_classes=2)
 
 
@@ -218,55 +215,10 @@ def test_warmup_then_linear_decay():
 def test_plots_are_written_as_png(tmp_path):
     history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
                "train_acc": [0.5, 0.7], "val_acc": [0.4, 0.6]}
-    plot_history(history, ["loss", "acc"], tmp_path / "curves.png")
+    plot_member_histories([history, history], ["loss", "acc"], tmp_path / "curves.png")
     plot_confusion_matrix(torch.tensor([[5, 1], [2, 7]]).numpy(), ["a", "b"], tmp_path / "cm.png")
     for name in ("curves.png", "cm.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
-
-
-# --- Muon ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(16, 40), (40, 16)])
-def test_orthogonalize_keeps_singular_vectors_and_brings_singular_values_near_one(shape):
-    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    result = orthogonalize(matrix)
-    assert result.shape == matrix.shape and result.dtype == matrix.dtype
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    singular_values = torch.linalg.svdvals(result)
-    assert singular_values.min() > 0.4 and singular_values.max() < 1.6 and s.max() / s.min() > 3
-    # the same singular vectors: U^T R V is (nearly) diagonal
-    inner = u.T @ result @ vh.T
-    assert (inner - torch.diag(inner.diag())).abs().max() < 0.05
-    with pytest.raises(ValueError, match="2-D"):
-        orthogonalize(torch.randn(3))
-
-
-def test_muon_sgd_groups_step_like_torch_nesterov_sgd():
-    torch.manual_seed(0)
-    weights = [torch.randn(5, requires_grad=True) for _ in range(2)]
-    ours = Muon([{"params": [weights[0]], "muon": False}], lr=0.1, momentum=0.8, weight_decay=0.01)
-    reference = torch.optim.SGD([weights[1]], lr=0.1, momentum=0.8, weight_decay=0.01, nesterov=True)
-    with torch.no_grad():
-        weights[1].copy_(weights[0])
-    for _ in range(3):
-        grad = torch.randn(5)
-        for w, opt in zip(weights, (ours, reference)):
-            w.grad = grad.clone()
-            opt.step()
-    assert torch.allclose(weights[0], weights[1], atol=1e-6)
-
-
-def test_muon_step_is_an_orthogonalized_update_of_the_normalized_weight():
-    torch.manual_seed(0)
-    weight = torch.randn(8, 4, 3, 3, requires_grad=True)
-    start = weight.detach().clone()
-    weight.grad = torch.randn_like(weight)
-    Muon([weight], lr=0.1, momentum=0.5).step()
-    step = (start * 8**0.5 / start.norm() - weight.detach()).reshape(8, -1) / 0.1
-    assert torch.allclose(step, orthogonalize(1.5 * weight.grad.reshape(8, -1)), atol=1e-5)
-    singular_values = torch.linalg.svdvals(step)
-    assert singular_values.min() > 0.4 and singular_values.max() < 1.6
-    with pytest.raises(ValueError, match="not vectors"):
-        Muon([torch.zeros(3, requires_grad=True)], lr=0.1)
 
 
 class FixedLogits(nn.Module):

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 import common.cifar as cifar
-from common.cifar import (CifarBatches, ImageSet, channel_stats, cutmix, cutout, load_cifar10, random_crop,
-                          random_flip, split_train_val)
+from common.cifar import CifarBatches, ImageSet, channel_stats, load_cifar10, random_crop, random_flip, split_train_val
 from common.errors import DataNotFoundError, UserError
-from hw3.eval import evaluate_test
-from hw3.models import MODELS, build_model, predict_logits
+from hw3.model import MODELS, build_model, predict_logits
+from hw3.muon import Muon, orthogonalize
+from hw3.report import evaluate_test
 from hw3.train import make_optimizer
 from tests.conftest import CIFAR_CLASSES, check_ensemble_run, full_batch_losses, run_script
 
@@ -109,51 +109,6 @@ def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
     assert not torch.equal(crops, images)
 
 
-def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
-    images = torch.ones(200, 3, 16, 16)
-    cut = cutout(images, 6, torch.Generator().manual_seed(0))
-    zeroed = cut[:, 0] == 0
-    assert torch.equal(cut == 0, zeroed[:, None].expand_as(cut))  # the same square in every channel
-    rows, cols = zeroed.any(2), zeroed.any(1)
-    assert torch.equal(zeroed, rows[:, :, None] & cols[:, None, :])  # one rectangle
-    heights, widths = rows.sum(1), cols.sum(1)
-    assert heights.max() == 6 and widths.max() == 6 and heights.min() >= 3 and widths.min() >= 3
-    assert (heights < 6).any()  # squares reaching over the border are clipped
-    assert torch.equal(cut, images * ~zeroed[:, None])  # and nothing else changed
-    data = ImageSet(torch.full((32, 3, 16, 16), 255, dtype=torch.uint8), torch.zeros(32, dtype=torch.int64), ["a"])
-    batches = [CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True, crop_padding=0,
-                            cutout_size=size) for size in (0, 6)]
-    (plain, _), (with_cutout, _) = (next(iter(b)) for b in batches)
-    assert (plain == 1).all() and ((with_cutout == 0).flatten(1).sum(1) >= 27).all()  # >= 3x3 in 3 channels
-
-
-def test_cutmix_pastes_a_box_from_the_next_image_and_mixes_targets_by_area():
-    n, classes = 300, 5
-    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16)  # image i is all i
-    labels = torch.arange(n) % classes
-    mixed, targets = cutmix(images, labels, classes, 1.0, torch.Generator().manual_seed(0))
-    assert mixed.shape == images.shape and targets.shape == (n, classes) and targets.dtype == torch.float32
-    from_partner = mixed[:, 0] == images.roll(1, dims=0)[:, 0]
-    assert ((mixed[:, 0] == images[:, 0]) | from_partner).all()  # every pixel is its own or the partner's
-    assert torch.equal(mixed, torch.where(from_partner[:, None], images.roll(1, dims=0), images))
-    rows, cols = from_partner.any(2), from_partner.any(1)
-    assert torch.equal(from_partner, rows[:, :, None] & cols[:, None, :])  # one rectangle
-    share = from_partner.flatten(1).float().mean(1)
-    assert 0.3 < share.mean() < 0.7 and share.min() < 0.1 and share.max() > 0.9  # area ~ uniform
-    expected = (1 - share)[:, None] * nn.functional.one_hot(labels, classes) \
-        + share[:, None] * nn.functional.one_hot(labels.roll(1), classes)
-    assert torch.allclose(targets, expected) and torch.allclose(targets.sum(1), torch.ones(n))
-    untouched, one_hot = cutmix(images, labels, classes, 0.0, torch.Generator())
-    assert torch.equal(untouched, images) and torch.equal(one_hot.argmax(1), labels)
-    assert (one_hot.max(1).values == 1).all()
-    data = ImageSet(torch.zeros(32, 3, 16, 16, dtype=torch.uint8), torch.zeros(32, dtype=torch.int64), ["a", "b"])
-    _, soft = next(iter(CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True,
-                                     cutmix_probability=0.5)))
-    assert soft.shape == (32, 2) and torch.equal(soft[:, 0], torch.ones(32))
-    with pytest.raises(UserError, match="CutMix probability"):
-        CifarBatches(data, batch_size=32, mean=[0.5] * 3, std=[0.5] * 3, train=True, cutmix_probability=1.5)
-
-
 def test_batches_are_normalised_channels_last_and_reshuffled_each_epoch(cifar_jpeg_dir):
     data = load_cifar10(cifar_jpeg_dir, "train", download=False)
     mean, std = channel_stats(data.images)
@@ -187,21 +142,21 @@ def test_models_give_one_logit_per_class_and_learn(name):
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
-def test_airbench_recipes_lower_the_loss(optimizer):
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_airbench_muon_recipe_lowers_the_loss(precision):
     torch.manual_seed(0)
     model = build_model({"model": "airbench", "widths": [8, 16, 16], "num_classes": 3})
     images = torch.randn(48, 3, 32, 32)
     labels = torch.arange(48) % 3
     images += labels.view(-1, 1, 1, 1).float()
     model.init_whitening(images)
-    lr, weight_decay = {"sgd": (11.5, 0.0153), "muon": (0.24, 2e-6)}[optimizer]
-    args = SimpleNamespace(optimizer=optimizer, epochs=1, batch_size=48, lr=lr, weight_decay=weight_decay,
-                           precision="fp32")
+    args = SimpleNamespace(optimizer="muon", epochs=1, batch_size=48, lr=0.24, weight_decay=2e-6,
+                           precision=precision)
     opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
+    assert opt.orthogonalize_dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
     assert losses[-1] < 0.5 * losses[0]
-    with pytest.raises(UserError, match=f"--optimizer {optimizer} is the airbench recipe"):
+    with pytest.raises(UserError, match="--optimizer muon is the airbench recipe"):
         make_optimizer(build_model({"model": "cnn", "widths": [8]}), args, steps_per_epoch=1)
 
 
@@ -319,3 +274,48 @@ def test_checkpoint_from_another_model_is_refused(trained, tmp_path):
     assert result.returncode == 2
     assert "holds a 'hw0-q2-linear' model, expected 'hw3-cifar10'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Muon ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(16, 40), (40, 16)])
+def test_orthogonalize_keeps_singular_vectors_and_brings_singular_values_near_one(shape):
+    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    result = orthogonalize(matrix)
+    assert result.shape == matrix.shape and result.dtype == matrix.dtype
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    singular_values = torch.linalg.svdvals(result)
+    assert singular_values.min() > 0.4 and singular_values.max() < 1.6 and s.max() / s.min() > 3
+    # the same singular vectors: U^T R V is (nearly) diagonal
+    inner = u.T @ result @ vh.T
+    assert (inner - torch.diag(inner.diag())).abs().max() < 0.05
+    with pytest.raises(ValueError, match="2-D"):
+        orthogonalize(torch.randn(3))
+
+
+def test_muon_sgd_groups_step_like_torch_nesterov_sgd():
+    torch.manual_seed(0)
+    weights = [torch.randn(5, requires_grad=True) for _ in range(2)]
+    ours = Muon([{"params": [weights[0]], "muon": False}], lr=0.1, momentum=0.8, weight_decay=0.01)
+    reference = torch.optim.SGD([weights[1]], lr=0.1, momentum=0.8, weight_decay=0.01, nesterov=True)
+    with torch.no_grad():
+        weights[1].copy_(weights[0])
+    for _ in range(3):
+        grad = torch.randn(5)
+        for w, opt in zip(weights, (ours, reference)):
+            w.grad = grad.clone()
+            opt.step()
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def test_muon_step_is_an_orthogonalized_update_of_the_normalized_weight():
+    torch.manual_seed(0)
+    weight = torch.randn(8, 4, 3, 3, requires_grad=True)
+    start = weight.detach().clone()
+    weight.grad = torch.randn_like(weight)
+    Muon([weight], lr=0.1, momentum=0.5).step()
+    step = (start * 8**0.5 / start.norm() - weight.detach()).reshape(8, -1) / 0.1
+    assert torch.allclose(step, orthogonalize(1.5 * weight.grad.reshape(8, -1)), atol=1e-5)
+    singular_values = torch.linalg.svdvals(step)
+    assert singular_values.min() > 0.4 and singular_values.max() < 1.6
+    with pytest.raises(ValueError, match="not vectors"):
+        Muon([torch.zeros(3, requires_grad=True)], lr=0.1)

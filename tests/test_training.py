@@ -24,12 +24,30 @@ def blobs(n: int = 256, seed: int = 0) -> TensorDataset:
     return TensorDataset(points, labels)
 
 
+class EpochBatches:
+    """Batches of a TensorDataset shuffled by (seed, epoch), as the repo's CIFAR and IMDB loaders are."""
+
+    def __init__(self, data: TensorDataset, batch_size: int, seed: int = 0):
+        self.data, self.batch_size, self.seed, self.epoch = data, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        for start in range(0, len(order), self.batch_size):
+            yield self.data[order[start:start + self.batch_size]]
+
+
 def setup(seed: int = 0, dropout: float = 0.0):
-    generator = seed_everything(seed)
+    seed_everything(seed)
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
-    train = DataLoader(blobs(), batch_size=32, shuffle=True, generator=generator)
+    train = EpochBatches(blobs(), batch_size=32)
     val = DataLoader(blobs(128, seed=1), batch_size=64)
     return model, optimizer, scheduler, train, val
 

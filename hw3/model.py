@@ -1,20 +1,26 @@
-"""CIFAR-10 models: the seed's three-conv CNN, and a compact airbench-style network for the 92% target.
+"""CIFAR-10 models: the seed's three-conv CNN, and a compact airbench-style network for the 92% target;
+their checkpoint kind, loading, and test-time augmentation.
 
 `build_model(config)` rebuilds either, or an ensemble of several, from the `config` stored in a checkpoint.
 """
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
+from common import checkpoint
 from common.ensemble import ensemble
 from common.errors import UserError
+
+CHECKPOINT_KIND = "hw3-cifar10"
+CONFIG_KEYS = ("model", "widths", "classes", "mean", "std", "tta")
 
 
 class SeedCNN(nn.Module):
     """Three blocks of conv3x3 -> BatchNorm -> ReLU -> 2x2 max-pool, then a linear classifier."""
 
-    def __init__(self, widths: tuple[int, ...] = (64, 128, 256), num_classes: int = 10,
-                 dropout: float = 0.0):
+    def __init__(self, widths: tuple[int, ...], num_classes: int = 10, dropout: float = 0.0):
         super().__init__()
         layers, channels = [], 3
         for width in widths:
@@ -53,8 +59,7 @@ class AirbenchNet(nn.Module):
     """A fixed 2x2 whitening conv (set from the data's patch covariance), three ConvGroups, global
     max-pool and a scaled linear head; after Keller Jordan's cifar10-airbench."""
 
-    def __init__(self, widths: tuple[int, ...] = (64, 256, 256), num_classes: int = 10,
-                 head_scale: float = 1 / 9):
+    def __init__(self, widths: tuple[int, ...], num_classes: int = 10, head_scale: float = 1 / 9):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)  # 24 = +/- each of the 12 patch eigenvectors
         self.whiten.weight.requires_grad_(False)
@@ -82,13 +87,13 @@ class AirbenchNet(nn.Module):
 
 
 def _shift_only_batchnorm(channels: int) -> nn.BatchNorm2d:
+    """airbench's BatchNorm: no learned scale; its momentum 0.6 is PyTorch's 0.4 (1 - 0.6)."""
     norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
     norm.weight.requires_grad_(False)
     return norm
 
 
 MODELS = {"cnn": SeedCNN, "airbench": AirbenchNet}
-DEFAULT_WIDTHS = {"cnn": (64, 128, 256), "airbench": (64, 256, 256)}
 
 
 def build_model(config: dict) -> nn.Module:
@@ -102,6 +107,14 @@ def build_network(config: dict) -> nn.Module:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose {', '.join(MODELS)}")
     return MODELS[name](widths=tuple(config["widths"]), num_classes=config.get("num_classes", 10))
+
+
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The model and config stored in a hw3 checkpoint, ready for inference on `device`."""
+    model, config = checkpoint.load_model(
+        path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
+        build=lambda config: build_model({**config, "num_classes": len(config["classes"])}))
+    return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 
 def predict_logits(model: nn.Module, images: Tensor, tta: int = 0) -> Tensor:
