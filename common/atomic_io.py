@@ -1,9 +1,12 @@
-"""Atomic writes: results appear whole or not at all, even if a run is killed mid-write."""
+"""Atomic writes: a result file appears whole or not at all, and a run's files land together, even if
+the run fails or is killed on the way."""
 
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -29,3 +32,25 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: object) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike, announce: Callable[[Path], None] = lambda path: None
+                  ) -> Iterator[Path]:
+    """A hidden folder inside `out_dir` to write a run's files into. If the block ends without an error
+    they move into `out_dir` together (one rename each; `announce` is called with each new path);
+    otherwise they are deleted, and `out_dir` keeps exactly the files it had."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        yield stage
+        files = sorted(path for path in stage.rglob("*") if path.is_file())
+        for path in files:
+            target = out_dir / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        for path in files:
+            announce(out_dir / path.relative_to(stage))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

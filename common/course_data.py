@@ -47,4 +47,7 @@ def _tensor(data: dict, key: str, path: Path) -> Tensor:
                         + (f" of {value.dtype}" if isinstance(value, Tensor) else ""))
     if value.ndim == 0 or len(value) == 0:
         raise UserError(f"{path}: {key} is empty")
+    bad = int((~torch.isfinite(value)).sum())
+    if bad:
+        raise UserError(f"{path}: {key} holds {bad} non-finite value(s) (nan or inf)")
     return value.float()

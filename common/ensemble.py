@@ -7,9 +7,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from common.distributed import is_main
+from common.atomic_io import write_json
+from common.checkpoint import save_checkpoint
+from common.cli import settings_of
+from common.distributed import is_main, unwrap
 from common.metrics import accuracy
-from common.training import Checkpointing, evaluate
+from common.plotting import plot_member_histories
+from common.training import Checkpointing, evaluate, fit
 
 
 class Ensemble(nn.Module):
@@ -29,6 +33,20 @@ def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[fl
     history = {key: [value for h in histories for value in h[key]] for key in histories[0]}
     history["epoch"] = list(range(1, len(history["epoch"]) + 1))
     return history
+
+
+def mean_throughput(histories: list[dict[str, list[float]]]) -> float:
+    """Training samples per second, averaged over every member's epochs."""
+    rates = [rate for h in histories for rate in h["samples_per_second"]]
+    return sum(rates) / len(rates)
+
+
+def write_training_record(out: Path, model: nn.Module, histories: list[dict], *, kind: str, config: dict,
+                          plot_name: str, title: str) -> None:
+    """history.json (the members' epochs one after another), model.pt, and each member's curves."""
+    write_json(out / "history.json", join_histories(histories))
+    save_checkpoint(out / "model.pt", kind=kind, model=model, config=config)
+    plot_member_histories(histories, ["loss", "acc"], out / plot_name, title=title)
 
 
 def validation_record(model: nn.Module, histories: list[dict], loader: Iterable | None, *,
@@ -52,6 +70,20 @@ def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, co
     saved one starts afresh."""
     state = out_dir / "train_state" / ("last.pt" if members == 1 else f"member{member + 1}.pt")
     return Checkpointing(state, kind, config, settings, resume=resume and (member == 0 or state.exists()))
+
+
+def fit_member(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, train_loader: Iterable,
+               val_loader: Iterable | None, args, member: int, *, kind: str, config: dict, device: torch.device,
+               grad_clip: float | None = None) -> tuple[nn.Module, dict]:
+    """Train member `member` (from 0) of `args.members` with cross-entropy (`args.label_smoothing`) and
+    accuracy through `fit`, checkpointed under `args.out_dir`; returns the plain model and its history."""
+    history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+                  train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
+                  metrics={"acc": accuracy}, precision=args.precision, grad_clip=grad_clip, quiet=args.quiet,
+                  checkpointing=member_checkpointing(args.out_dir, member, args.members, kind, config,
+                                                     settings_of(args), args.resume),
+                  desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
+    return unwrap(model), history
 
 
 def ensemble(members: list[nn.Module]) -> nn.Module:

@@ -11,3 +11,7 @@ class DataNotFoundError(UserError):
     """Required data is absent and could not be downloaded; `run_all.py` reports the script as skipped."""
 
     exit_code = 3
+
+
+class TrainingDiverged(UserError):
+    """The loss became nan or infinite; the message says where, and the last good checkpoint is kept."""

@@ -17,7 +17,7 @@ from common.atomic_io import write_json
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from common.device import autocast
 from common.distributed import all_reduce_sum, is_main, unwrap
-from common.errors import UserError
+from common.errors import TrainingDiverged, UserError
 from common.progress import progress
 
 MetricFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> batch mean
@@ -47,17 +47,22 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
     training = optimizer is not None
     model.train(training)
     metrics = metrics or {}
-    # samples, loss sum, metric sums: kept on the device and read once, so no step waits on the host
-    totals = torch.zeros(2 + len(metrics), dtype=torch.float32 if device.type == "mps" else torch.float64,
+    # samples, loss sum, metric sums, non-finite losses: kept on the device and read once, so no step
+    # waits on the host; with them the first step whose loss was not finite
+    totals = torch.zeros(3 + len(metrics), dtype=torch.float32 if device.type == "mps" else torch.float64,
                          device=device)
+    first_bad, lrs = torch.tensor(-1, device=device), []
     with torch.set_grad_enabled(training):
-        for batch in loader:
+        for step, batch in enumerate(loader):
             *inputs, target = (t.to(device, non_blocking=True) for t in batch)
             with autocast(device, precision):
                 output = model(*inputs)
             output = output.float()
             loss = loss_fn(output, target)
+            not_finite = ~torch.isfinite(loss.detach())
+            first_bad = torch.where((first_bad < 0) & not_finite, step, first_bad)
             if training:
+                lrs.append(optimizer.param_groups[0]["lr"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip:
@@ -67,14 +72,20 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
                     scheduler.step()
             with torch.no_grad():
                 values = [loss.new_ones(()), loss] + [fn(output, target) for fn in metrics.values()]
-                totals += (torch.stack(values) * len(target)).to(totals.dtype)
+                totals[:-1] += (torch.stack(values) * len(target)).to(totals.dtype)
+                totals[-1] += not_finite
             if progress is not None and not progress.disable:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     totals = all_reduce_sum(totals).cpu()
+    if totals[-1] > 0:
+        step = int(first_bad)
+        where = ("in evaluation" if not training else "in another process" if step < 0
+                 else f"at step {step + 1} of {len(lrs)} (lr {lrs[step]:.3g})")
+        raise TrainingDiverged(f"the loss became nan or infinite {where}")
     if totals[0] == 0:
         raise UserError("a data loader produced no batches (is the dataset empty?)")
-    means = (totals[1:] / totals[0]).tolist()
+    means = (totals[1:-1] / totals[0]).tolist()
     return {**dict(zip(["loss", *metrics], means)), "samples": int(totals[0])}
 
 
@@ -126,9 +137,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
         began = time.perf_counter()
         with progress(total=len(train_loader), desc=f"{desc} epoch {epoch}/{epochs}".strip(),
                       quiet=quiet, leave=False) as bar:
-            train = run_epoch(model, train_loader, loss_fn, device=device, precision=precision,
-                              metrics=metrics, optimizer=optimizer, scheduler=scheduler,
-                              grad_clip=grad_clip, progress=bar)
+            try:
+                train = run_epoch(model, train_loader, loss_fn, device=device, precision=precision,
+                                  metrics=metrics, optimizer=optimizer, scheduler=scheduler,
+                                  grad_clip=grad_clip, progress=bar)
+            except TrainingDiverged as err:
+                kept = (f"the checkpoint after epoch {epoch - 1} is kept in {checkpointing.path}"
+                        if checkpointing is not None and epoch > 1 else "nothing was saved")
+                raise TrainingDiverged(f"training diverged in epoch {epoch}: {err}; {kept}. "
+                                       "Try a lower --lr.") from None
         train_seconds = time.perf_counter() - began
         samples = train.pop("samples")
         val = {} if val_loader is None else evaluate(

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from common.atomic_io import write_text
+from common.atomic_io import staged_folder, write_text
 from common.checkpoint import save_checkpoint
-from common.cli import add_training_args, make_parser, positive, report_written, run
+from common.cli import add_training_args, finite, make_parser, positive, report_written, run
 from common.device import select_device
 from common.plotting import new_figure, plot_curves, plot_scatter_fit, save_figure
 from common.schedules import warmup_linear_decay
@@ -70,13 +70,13 @@ def fit_line(*, n_train: int, n_val: int, alpha: float, beta: float, epochs: int
 
 def main() -> None:
     parser = make_parser(__doc__, "hw0/results", data=False)
-    parser.add_argument("--alpha", type=float, default=2.0, help="true slope")
-    parser.add_argument("--beta", type=float, default=1.0, help="true intercept")
+    parser.add_argument("--alpha", type=finite, default=2.0, help="true slope")
+    parser.add_argument("--beta", type=finite, default=1.0, help="true intercept")
     parser.add_argument("--n-train", type=positive(), default=10_000)
     parser.add_argument("--n-val", type=positive(), default=2_000)
     parser.add_argument("--n-test", type=positive(), default=2_000)
     parser.add_argument("--model-seed", type=int, default=1, help="seed of the weight initialisation")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay")
+    parser.add_argument("--weight-decay", type=finite, default=0.01, help="AdamW decoupled weight decay")
     add_training_args(parser, epochs=20, batch_size=64, lr=0.02, resume=False)
     args = parser.parse_args()
 
@@ -93,44 +93,41 @@ def main() -> None:
     test = LinearData(args.n_test, "test", args.alpha, args.beta)
     test_mse = evaluate(model, DataLoader(test, batch_size=1024), nn.MSELoss(),
                         device=torch.device("cpu"))["loss"]
-    out = args.out_dir
-    save_checkpoint(out / "q2_model.pt", kind="hw0-q2-linear", model=model,
-                    config={"alpha": args.alpha, "beta": args.beta})
-    report_written(out / "q2_model.pt")
-    write_text(out / "q2_params.txt", "\n".join([
-        f"{'quantity':<12}{'true':>10}{'estimated':>12}{'least squares':>16}",
-        f"{'alpha':<12}{args.alpha:>10.4f}{alpha_hat:>12.4f}{alpha_ls:>16.4f}",
-        f"{'beta':<12}{args.beta:>10.4f}{beta_hat:>12.4f}{beta_ls:>16.4f}",
-        f"{'noise std':<12}{1.0:>10.4f}{noise_std:>12.4f}",
-        "",
-        "estimated: AdamW on the MSE; least squares: the closed-form optimum on the same training",
-        "data, so estimated - least squares is optimisation error and least squares - true is noise.",
-        "noise std: std of the training residuals y - (alpha x + beta); under the other reading of",
-        "the handout (y = alpha x + beta e) the intercept would come out near 0 and this std near beta.",
-        "",
-        f"final train MSE   {history['train_loss'][-1]:.4f}",
-        f"final val MSE     {history['val_loss'][-1]:.4f}",
-        f"test MSE          {test_mse:.4f}",
-        "",
-        "command: python hw0/q2.py " + " ".join(sys.argv[1:]),
-        "",
-    ]))
-    report_written(out / "q2_params.txt")
+    with staged_folder(args.out_dir, announce=report_written) as out:
+        save_checkpoint(out / "q2_model.pt", kind="hw0-q2-linear", model=model,
+                        config={"alpha": args.alpha, "beta": args.beta})
+        write_text(out / "q2_params.txt", "\n".join([
+            f"{'quantity':<12}{'true':>10}{'estimated':>12}{'least squares':>16}",
+            f"{'alpha':<12}{args.alpha:>10.4f}{alpha_hat:>12.4f}{alpha_ls:>16.4f}",
+            f"{'beta':<12}{args.beta:>10.4f}{beta_hat:>12.4f}{beta_ls:>16.4f}",
+            f"{'noise std':<12}{1.0:>10.4f}{noise_std:>12.4f}",
+            "",
+            "estimated: AdamW on the MSE; least squares: the closed-form optimum on the same training",
+            "data, so estimated - least squares is optimisation error and least squares - true is noise.",
+            "noise std: std of the training residuals y - (alpha x + beta); under the other reading of",
+            "the handout (y = alpha x + beta e) the intercept would come out near 0 and this std near beta.",
+            "",
+            f"final train MSE   {history['train_loss'][-1]:.4f}",
+            f"final val MSE     {history['val_loss'][-1]:.4f}",
+            f"test MSE          {test_mse:.4f}",
+            "",
+            "command: python hw0/q2.py " + " ".join(sys.argv[1:]),
+            "",
+        ]))
 
-    fig, ((ax_loss, ax_fit),) = new_figure(2)
-    plot_curves(ax_loss, history, "loss")
-    ax_loss.set_ylabel("MSE")
-    ax_loss.set_title("training and validation loss")
-    grid = torch.linspace(x.min().item(), x.max().item(), 100)
-    plot_scatter_fit(ax_fit, x.numpy(), y.numpy(), {
-        f"fit: y = {alpha_hat:.3f}x + {beta_hat:.3f}": (grid.numpy(), (alpha_hat * grid + beta_hat).numpy()),
-        f"truth: y = {args.alpha:g}x + {args.beta:g}": (grid.numpy(), (args.alpha * grid + args.beta).numpy()),
-    }, points_label="training data")
-    ax_fit.set_title("fitted line over the training data")
-    save_figure(fig, out / "q2_plot.png")
-    report_written(out / "q2_plot.png")
-    print(f"alpha {alpha_hat:.4f} (true {args.alpha}), beta {beta_hat:.4f} (true {args.beta}), "
-          f"noise std {noise_std:.4f}, val MSE {history['val_loss'][-1]:.4f}")
+        fig, ((ax_loss, ax_fit),) = new_figure(2)
+        plot_curves(ax_loss, history, "loss")
+        ax_loss.set_ylabel("MSE")
+        ax_loss.set_title("training and validation loss")
+        grid = torch.linspace(x.min().item(), x.max().item(), 100)
+        plot_scatter_fit(ax_fit, x.numpy(), y.numpy(), {
+            f"fit: y = {alpha_hat:.3f}x + {beta_hat:.3f}": (grid.numpy(), (alpha_hat * grid + beta_hat).numpy()),
+            f"truth: y = {args.alpha:g}x + {args.beta:g}": (grid.numpy(), (args.alpha * grid + args.beta).numpy()),
+        }, points_label="training data")
+        ax_fit.set_title("fitted line over the training data")
+        save_figure(fig, out / "q2_plot.png")
+        print(f"alpha {alpha_hat:.4f} (true {args.alpha}), beta {beta_hat:.4f} (true {args.beta}), "
+              f"noise std {noise_std:.4f}, val MSE {history['val_loss'][-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from matplotlib.axes import Axes
 from torch import Tensor
 
-from common.atomic_io import write_text
+from common.atomic_io import staged_folder, write_text
 from common.cli import make_parser, positive, report_written, run
 from common.plotting import new_figure, save_figure
 from common.progress import progress
@@ -142,30 +142,26 @@ def main() -> None:
     parser.set_defaults(seed=1)
     args = parser.parse_args()
     seeds = list(range(args.seed, args.seed + args.runs))
-    out = args.out_dir
+    with staged_folder(args.out_dir, announce=report_written) as out:
+        surface = landscape()
+        runs = {}
+        for lr, seed in progress([(lr, s) for lr in args.lrs for s in seeds], desc="runs", quiet=args.quiet):
+            runs[lr, seed] = trajectory = descend(start_point(seed), lr, args.steps)
+            fig, axes = new_figure(panel_size=(3.2, 3.3))
+            draw_trajectory(axes[0, 0], surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=True)
+            path = out / "plots" / f"q1_{lr:g}_{seed}.png"
+            save_figure(fig, path)
 
-    surface = landscape()
-    runs = {}
-    for lr, seed in progress([(lr, s) for lr in args.lrs for s in seeds], desc="runs", quiet=args.quiet):
-        runs[lr, seed] = trajectory = descend(start_point(seed), lr, args.steps)
-        fig, axes = new_figure(panel_size=(3.2, 3.3))
-        draw_trajectory(axes[0, 0], surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=True)
-        path = out / "plots" / f"q1_{lr:g}_{seed}.png"
-        save_figure(fig, path)
-        report_written(path)
-
-    fig, axes = new_figure(len(seeds), len(args.lrs), panel_size=(1.9, 2.0))
-    for ax, ((lr, seed), trajectory) in zip(axes.ravel(), runs.items()):
-        draw_trajectory(ax, surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=False)
-    fig.suptitle("gradient descent on y = r²(sin²(6θ + 2r) + 1): step size λ by row, seed by column")
-    save_figure(fig, out / "q1_grid.png")
-    report_written(out / "q1_grid.png")
-    write_text(out / "q1_endpoints.csv", endpoint_table(runs))
-    report_written(out / "q1_endpoints.csv")
-    for (lr, seed), trajectory in runs.items():
-        end = trajectory.path[-1]
-        print(f"lr {lr:<7g} seed {seed}: y {spiral(end).item():10.4g}, |x| {end.norm().item():8.4g}, "
-              f"{trajectory.describe()}")
+        fig, axes = new_figure(len(seeds), len(args.lrs), panel_size=(1.9, 2.0))
+        for ax, ((lr, seed), trajectory) in zip(axes.ravel(), runs.items()):
+            draw_trajectory(ax, surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=False)
+        fig.suptitle("gradient descent on y = r²(sin²(6θ + 2r) + 1): step size λ by row, seed by column")
+        save_figure(fig, out / "q1_grid.png")
+        write_text(out / "q1_endpoints.csv", endpoint_table(runs))
+        for (lr, seed), trajectory in runs.items():
+            end = trajectory.path[-1]
+            print(f"lr {lr:<7g} seed {seed}: y {spiral(end).item():10.4g}, |x| {end.norm().item():8.4g}, "
+                  f"{trajectory.describe()}")
 
 
 if __name__ == "__main__":

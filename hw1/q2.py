@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.atomic_io import write_json, write_text
+from common.atomic_io import staged_folder, write_json, write_text
 from common.cli import make_parser, positive, report_written, run
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
@@ -146,74 +146,69 @@ def main() -> None:
     x_val, y_val = (t.to(device) for t in splits["val"])
     x_test = splits["test"][0].to(device)
     seed_everything(args.seed)  # for completeness: weights and batches have their own generators
-    out = args.out_dir
+    with staged_folder(args.out_dir, announce=report_written) as out:
+        # 1. Sweep the learning rate with the same initial weights and batches; pick on validation MSE.
+        sweep, histories, models = [], {}, {}
+        for lr in progress(args.lrs, desc="sweep", quiet=args.quiet):
+            mlp = MLP(lr, args.seed).to(device)
+            history = train_mlp(mlp, batches(x_train, y_train, args.batch_size, args.seed), x_val, y_val,
+                                epochs=args.epochs, quiet=args.quiet)
+            histories[lr], models[lr] = history, mlp
+            sweep.append({"lr": lr, "diverged": not math.isfinite(history["train_loss"][-1]),
+                          "train_mse": finite_or_none(history["train_loss"][-1]),
+                          "val_mse": finite_or_none(history["val_loss"][-1])})
+            print(f"lr {lr:g}: train MSE {history['train_loss'][-1]:.4f}, "
+                  f"val MSE {history['val_loss'][-1]:.4f}")
+        finished = [row for row in sweep if row["val_mse"] is not None]
+        if not finished:
+            raise UserError(f"every learning rate in --lrs {' '.join(map(str, args.lrs))} diverged; "
+                            "try smaller ones")
+        best_lr = min(finished, key=lambda row: row["val_mse"])["lr"]
+        mlp, history = models[best_lr], histories[best_lr]
 
-    # 1. Sweep the learning rate with the same initial weights and batches; pick on validation MSE.
-    sweep, histories, models = [], {}, {}
-    for lr in progress(args.lrs, desc="sweep", quiet=args.quiet):
-        mlp = MLP(lr, args.seed).to(device)
-        history = train_mlp(mlp, batches(x_train, y_train, args.batch_size, args.seed), x_val, y_val,
-                            epochs=args.epochs, quiet=args.quiet)
-        histories[lr], models[lr] = history, mlp
-        sweep.append({"lr": lr, "diverged": not math.isfinite(history["train_loss"][-1]),
-                      "train_mse": finite_or_none(history["train_loss"][-1]),
-                      "val_mse": finite_or_none(history["val_loss"][-1])})
-        print(f"lr {lr:g}: train MSE {history['train_loss'][-1]:.4f}, "
-              f"val MSE {history['val_loss'][-1]:.4f}")
-    finished = [row for row in sweep if row["val_mse"] is not None]
-    if not finished:
-        raise UserError(f"every learning rate in --lrs {' '.join(map(str, args.lrs))} diverged; "
-                        "try smaller ones")
-    best_lr = min(finished, key=lambda row: row["val_mse"])["lr"]
-    mlp, history = models[best_lr], histories[best_lr]
+        # 2. The same network in torch.nn: same initial weights, batches and plain SGD, trained by fit().
+        twin = torch_twin(MLP(best_lr, args.seed).to(device))
+        val_loader = DataLoader(TensorDataset(x_val, y_val[:, None]), batch_size=1024)
+        twin_history = fit(twin, torch.optim.SGD(twin.parameters(), lr=best_lr), nn.MSELoss(),
+                           batches(x_train, y_train, args.batch_size, args.seed), val_loader,
+                           epochs=args.epochs, device=device, quiet=True)
+        val_mse, twin_val_mse = history["val_loss"][-1], twin_history["val_loss"][-1]
+        with torch.no_grad():
+            gap = (mlp.predict(x_val) - twin(x_val)).abs().max().item()
+        print(f"chosen lr {best_lr:g}: val MSE hand-written {val_mse:.5f}, torch.nn {twin_val_mse:.5f} "
+              f"(largest prediction difference {gap:.2e})")
 
-    # 2. The same network in torch.nn: same initial weights, batches and plain SGD, trained by fit().
-    twin = torch_twin(MLP(best_lr, args.seed).to(device))
-    val_loader = DataLoader(TensorDataset(x_val, y_val[:, None]), batch_size=1024)
-    twin_history = fit(twin, torch.optim.SGD(twin.parameters(), lr=best_lr), nn.MSELoss(),
-                       batches(x_train, y_train, args.batch_size, args.seed), val_loader,
-                       epochs=args.epochs, device=device, quiet=True)
-    val_mse, twin_val_mse = history["val_loss"][-1], twin_history["val_loss"][-1]
-    with torch.no_grad():
-        gap = (mlp.predict(x_val) - twin(x_val)).abs().max().item()
-    print(f"chosen lr {best_lr:g}: val MSE hand-written {val_mse:.5f}, torch.nn {twin_val_mse:.5f} "
-          f"(largest prediction difference {gap:.2e})")
+        fig, axes = new_figure(3)
+        for ax, hist, title in ((axes[0, 0], history, "hand-written MLP"),
+                                (axes[0, 1], twin_history, "torch.nn twin (same init, batches, SGD)")):
+            plot_curves(ax, hist, "loss", log=True)
+            ax.set_ylabel("MSE")
+            ax.set_title(f"{title}, lr {best_lr:g}")
+        for lr, hist in histories.items():
+            diverged = "" if math.isfinite(hist["val_loss"][-1]) else " (diverged)"
+            axes[0, 2].plot(hist["epoch"], hist["val_loss"], label=f"lr {lr:g}{diverged}")
+        axes[0, 2].set(yscale="log", xlabel="epoch", ylabel="validation MSE",
+                       title="learning-rate sweep (hand-written)")
+        axes[0, 2].grid(alpha=0.3)
+        axes[0, 2].legend()
+        save_figure(fig, out / "q2_loss.png")
 
-    fig, axes = new_figure(3)
-    for ax, hist, title in ((axes[0, 0], history, "hand-written MLP"),
-                            (axes[0, 1], twin_history, "torch.nn twin (same init, batches, SGD)")):
-        plot_curves(ax, hist, "loss", log=True)
-        ax.set_ylabel("MSE")
-        ax.set_title(f"{title}, lr {best_lr:g}")
-    for lr, hist in histories.items():
-        diverged = "" if math.isfinite(hist["val_loss"][-1]) else " (diverged)"
-        axes[0, 2].plot(hist["epoch"], hist["val_loss"], label=f"lr {lr:g}{diverged}")
-    axes[0, 2].set(yscale="log", xlabel="epoch", ylabel="validation MSE",
-                   title="learning-rate sweep (hand-written)")
-    axes[0, 2].grid(alpha=0.3)
-    axes[0, 2].legend()
-    save_figure(fig, out / "q2_loss.png")
-    report_written(out / "q2_loss.png")
+        write_text(out / "q2_ytest.txt", "".join(f"{v:.6f}\n" for v in mlp.predict(x_test).ravel().tolist()))
 
-    write_text(out / "q2_ytest.txt", "".join(f"{v:.6f}\n" for v in mlp.predict(x_test).ravel().tolist()))
-    report_written(out / "q2_ytest.txt")
+        draw_map(mlp, x_train.cpu(), y_train.cpu(), out / "q2_map.png", f"lr {best_lr:g}")
 
-    draw_map(mlp, x_train.cpu(), y_train.cpu(), out / "q2_map.png", f"lr {best_lr:g}")
-    report_written(out / "q2_map.png")
-
-    write_json(out / "q2_metrics.json", {
-        "model": "MLP 2-100-100-1 (Linear, ReLU, Linear, ReLU, Linear), He-normal weights, zero biases",
-        "optimiser": "plain mini-batch gradient descent (SGD, no momentum), constant learning rate",
-        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-        "sweep": sweep, "chosen_lr": best_lr,
-        "val_mse": {"hand_written": val_mse, "torch_nn": twin_val_mse,
-                    "predicting_the_train_mean": ((y_val - y_train.mean()) ** 2).mean().item()},
-        "train_mse_last_epoch": {"hand_written": history["train_loss"][-1],
-                                 "torch_nn": twin_history["train_loss"][-1]},
-        "val_max_abs_prediction_difference": gap,
-        "command": "python hw1/q2.py " + " ".join(sys.argv[1:]),
-    })
-    report_written(out / "q2_metrics.json")
+        write_json(out / "q2_metrics.json", {
+            "model": "MLP 2-100-100-1 (Linear, ReLU, Linear, ReLU, Linear), He-normal weights, zero biases",
+            "optimiser": "plain mini-batch gradient descent (SGD, no momentum), constant learning rate",
+            "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "sweep": sweep, "chosen_lr": best_lr,
+            "val_mse": {"hand_written": val_mse, "torch_nn": twin_val_mse,
+                        "predicting_the_train_mean": ((y_val - y_train.mean()) ** 2).mean().item()},
+            "train_mse_last_epoch": {"hand_written": history["train_loss"][-1],
+                                     "torch_nn": twin_history["train_loss"][-1]},
+            "val_max_abs_prediction_difference": gap,
+            "command": "python hw1/q2.py " + " ".join(sys.argv[1:]),
+        })
 
 
 if __name__ == "__main__":

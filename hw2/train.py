@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 from torch import nn
 
-from common.atomic_io import write_json
+from common.atomic_io import staged_folder, write_json
 from common.cifar import FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
-from common.cli import make_parser, positive, report_written, run
+from common.cli import finite, make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import select_device
 from common.metrics import accuracy
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=positive(), default=128)
     parser.add_argument("--lr", type=positive(float), default=0.1,
                         help="SGD step size at the start, decaying linearly to 0")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--momentum", type=finite, default=0.9, help="SGD momentum")
     parser.add_argument("--widths", type=positive(), nargs="+", default=[16, 32, 64],
                         help="channels per conv block")
     parser.add_argument("--limit", type=positive(), default=10_000,
@@ -121,25 +121,23 @@ def main() -> None:
     print("hand-written vs PyTorch BN, float32, largest difference of the curves: "
           + ", ".join(f"{key} {value:.1e}" for key, value in curve_gap.items()))
 
-    out = args.out_dir
-    plot_effect(histories, out / "bn_effect.png",
-                f"CIFAR-10, {len(train)} training images, CNN {args.widths}, SGD momentum {args.momentum:g}, "
-                f"lr {args.lr:g} decaying to 0")
-    report_written(out / "bn_effect.png")
-    write_json(out / "bn_effect.json", {
-        "model": f"conv3x3 -> [BN] -> ReLU -> max-pool blocks {args.widths}, global average pool, linear",
-        "optimiser": f"SGD momentum {args.momentum:g}, lr {args.lr:g} decaying linearly to 0, no weight decay",
-        "batch_size": args.batch_size, "augmentation": "random horizontal flips",
-        "train_images": len(train), "val_images": len(val), "epochs": args.epochs, "seed": args.seed,
-        "final": {name: {key: h[key][-1] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
-                  for name, h in histories.items()},
-        "train_seconds": {name: sum(h["seconds"]) for name, h in histories.items()},
-        "hand_vs_pytorch_bn_first_batch_float64_max_difference": first_gap,
-        "hand_vs_pytorch_bn_max_curve_difference": curve_gap,
-        "histories": histories, "wall_seconds": time.perf_counter() - began,
-        "command": "python hw2/train.py " + " ".join(sys.argv[1:]),
-    })
-    report_written(out / "bn_effect.json")
+    with staged_folder(args.out_dir, announce=report_written) as out:
+        plot_effect(histories, out / "bn_effect.png",
+                    f"CIFAR-10, {len(train)} training images, CNN {args.widths}, SGD momentum {args.momentum:g}, "
+                    f"lr {args.lr:g} decaying to 0")
+        write_json(out / "bn_effect.json", {
+            "model": f"conv3x3 -> [BN] -> ReLU -> max-pool blocks {args.widths}, global average pool, linear",
+            "optimiser": f"SGD momentum {args.momentum:g}, lr {args.lr:g} decaying linearly to 0, no weight decay",
+            "batch_size": args.batch_size, "augmentation": "random horizontal flips",
+            "train_images": len(train), "val_images": len(val), "epochs": args.epochs, "seed": args.seed,
+            "final": {name: {key: h[key][-1] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
+                      for name, h in histories.items()},
+            "train_seconds": {name: sum(h["seconds"]) for name, h in histories.items()},
+            "hand_vs_pytorch_bn_first_batch_float64_max_difference": first_gap,
+            "hand_vs_pytorch_bn_max_curve_difference": curve_gap,
+            "histories": histories, "wall_seconds": time.perf_counter() - began,
+            "command": "python hw2/train.py " + " ".join(sys.argv[1:]),
+        })
 
 
 if __name__ == "__main__":

@@ -6,29 +6,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
+from common.atomic_io import staged_folder
 from common.cifar import FORMATS, load_cifar10
-from common.cli import add_precision_arg, make_parser, run
-from common.data_dir import resolve_data_dir
-from common.device import report_machine, select_device
+from common.cli import add_eval_out_dir, add_precision_arg, make_parser, report_written, run, start_eval
 from common.distributed import launch_command
 from hw3.model import load_model
 from hw3.report import evaluate_test, write_test_results
 
 
 def main() -> None:
-    parser = make_parser(__doc__, "hw3/results")
+    parser = make_parser(__doc__, None)
+    add_eval_out_dir(parser)
     parser.add_argument("--checkpoint", type=Path, default=Path("hw3/results/model.pt"))
     parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
     add_precision_arg(parser)
     args = parser.parse_args()
-    device = select_device(args.device)
-    machine = report_machine(device, args.precision)
-    model, config = load_model(args.checkpoint, device)
-    test = load_cifar10(resolve_data_dir(args.data_dir), "test", fmt=args.dataset_format)
-    report, cm = evaluate_test(model, config, test, device=device, precision=machine["precision"])
-    write_test_results(report, cm, test.classes, args.out_dir, {
-        "checkpoint": str(args.checkpoint), "model": config["model"], **machine,
-        "command": launch_command("hw3/eval.py")})
+    ev = start_eval(args, load_model)
+    test = load_cifar10(ev.data_dir, "test", fmt=args.dataset_format)
+    report, cm = evaluate_test(ev.model, ev.config, test, device=ev.device, precision=ev.machine["precision"])
+    with staged_folder(ev.out, announce=report_written) as stage:
+        write_test_results(report, cm, test.classes, stage, {
+            "checkpoint": str(args.checkpoint), "model": ev.config["model"], **ev.machine,
+            "command": launch_command("hw3/eval.py")})
     print(f"test accuracy {100 * report['accuracy']:.2f}% on {len(test)} images, "
           f"macro F1 {report['macro_f1']:.4f}")
 

@@ -29,7 +29,7 @@ def read_image(path: Path) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = make_parser(__doc__, "hw3/results", data=False)
+    parser = make_parser(__doc__, None, data=False)
     parser.add_argument("images", type=Path, nargs="+", help="image files (jpg, png, ...)")
     parser.add_argument("--checkpoint", type=Path, default=Path("hw3/results/model.pt"))
     parser.add_argument("--top", type=int, default=3, help="how many classes to show")

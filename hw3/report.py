@@ -9,7 +9,6 @@ from torch import nn
 
 from common.atomic_io import write_json
 from common.cifar import CifarBatches, ImageSet
-from common.cli import report_written
 from common.errors import UserError
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import plot_confusion_matrix
@@ -39,7 +38,5 @@ def write_test_results(report: dict, cm: torch.Tensor, classes: list[str], out_d
                        extra: dict) -> None:
     """metrics.json and confusion_matrix.png in `out_dir`."""
     write_json(out_dir / "metrics.json", {**extra, **report, "confusion_matrix": cm.tolist()})
-    report_written(out_dir / "metrics.json")
     plot_confusion_matrix(cm.numpy(), classes, out_dir / "confusion_matrix.png",
                           title=f"CIFAR-10 test, accuracy {100 * report['accuracy']:.2f}%")
-    report_written(out_dir / "confusion_matrix.png")

@@ -12,20 +12,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 from torch import nn
 
-from common.atomic_io import write_json
-from common.checkpoint import save_checkpoint
+from common.atomic_io import staged_folder
 from common.cifar import FLIPS, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10, split_train_val
-from common.cli import add_precision_arg, make_parser, positive, report_written, run
+from common.cli import add_precision_arg, finite, make_parser, positive, report_written, run, settings_of
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
-from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
-                                world_size, wrap)
-from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
+from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
+from common.ensemble import ensemble, fit_member, mean_throughput, validation_record, write_training_record
 from common.errors import UserError
-from common.metrics import accuracy
-from common.plotting import plot_member_histories
 from common.seeding import seed_everything
-from common.training import fit
 from hw3.model import CHECKPOINT_KIND, AirbenchNet, build_network
 from hw3.muon import Muon
 from hw3.report import evaluate_test, write_test_results
@@ -63,7 +58,6 @@ ONE_CYCLE_WARMUP = 0.25  # adamw: fraction of the steps spent raising the lr
 MUON_MOMENTUM, SGD_MOMENTUM = 0.6, 0.85
 BIAS_LR_RATIO, HEAD_LR_RATIO = 0.053 / 0.24, 0.67 / 0.24 * (9 / 256) ** 2
 WHITEN_BIAS_EPOCHS = 3  # the whitening conv's bias learns only in the first epochs
-RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir")  # options a resumed run may change
 
 
 def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
@@ -109,8 +103,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive())
     parser.add_argument("--batch-size", type=positive())
     parser.add_argument("--lr", type=positive(float), help="peak learning rate (muon: the conv filters')")
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--weight-decay", type=finite)
+    parser.add_argument("--label-smoothing", type=finite)
     parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
     parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
                         "alternate: a fixed half in odd epochs, the other half in even ones")
@@ -140,6 +134,10 @@ def main() -> None:
     args.precision = machine["precision"]  # auto, resolved for this device
     data_dir = resolve_data_dir(args.data_dir)
     full_train = load_cifar10(data_dir, "train", fmt=args.dataset_format, limit=args.limit)
+    test = load_cifar10(data_dir, "test", fmt=args.dataset_format, limit=args.limit)  # checked before any write
+    if test.classes != full_train.classes:
+        raise UserError(f"{data_dir}: the test split's classes {test.classes} differ from the training "
+                        f"split's {full_train.classes}")
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
@@ -153,9 +151,26 @@ def main() -> None:
         histories.append(history)
     model = ensemble(members)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
-    if is_main():  # one process writes the results
-        test_and_write(model, config, histories, validation, args, began, device, machine, data_dir, len(train),
-                       len(val))
+    if is_main():  # one process tests once and writes the results, all together at the end
+        report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
+        report["wall_seconds"] = time.perf_counter() - began
+        images_per_second = mean_throughput(histories)
+        with staged_folder(args.out_dir, announce=report_written) as out:
+            title = (f"CIFAR-10 {args.model} {args.widths}" + (f", {args.members} members trained in turn"
+                                                                if args.members > 1 else "")
+                     + ": train" + (" and validation" if len(val) else ""))
+            write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
+                                  plot_name="accuracy_plot.png", title=title)
+            write_test_results(report, cm, test.classes, out, {
+                "model": args.model, "widths": args.widths, "parameters": sum(p.numel() for p in model.parameters()),
+                "epochs": args.epochs, "settings": settings_of(args), "tta": args.tta,
+                "train_images": len(train), "val_images": len(val), "members": args.members, **validation,
+                "processes": world_size(), "train_images_per_second": images_per_second,
+                "train_images_per_second_per_process": images_per_second / world_size(),
+                **machine, "command": launch_command("hw3/train.py"),
+            })
+        print(f"test accuracy {100 * report['accuracy']:.2f}% ({len(test)} images), macro F1 "
+              f"{report['macro_f1']:.4f}, wall time {report['wall_seconds'] / 60:.1f} min")
     teardown()
 
 
@@ -173,50 +188,8 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-                  train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
-                  metrics={"acc": accuracy}, precision=args.precision, quiet=args.quiet,
-                  checkpointing=member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
-                                                     settings_of(args), args.resume),
-                  desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
-    return unwrap(model), history
-
-
-def test_and_write(model: nn.Module, config: dict, histories: list[dict], validation: dict,
-                   args, began: float, device: torch.device, machine: dict, data_dir: Path, n_train: int,
-                   n_val: int) -> None:
-    """Save the model and curves, evaluate once on the test split, write metrics.json and say so."""
-    out, widths = args.out_dir, config["widths"]
-    history = join_histories(histories)
-    write_json(out / "history.json", history)
-    save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
-    report_written(out / "model.pt")
-    plot_member_histories(histories, ["loss", "acc"], out / "accuracy_plot.png",
-                          title=f"CIFAR-10 {args.model} {widths}"
-                                + (f", {args.members} members trained in turn" if args.members > 1 else "")
-                                + ": train" + (" and validation" if n_val else ""))
-    report_written(out / "accuracy_plot.png")
-
-    test = load_cifar10(data_dir, "test", fmt=args.dataset_format, limit=args.limit)
-    report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
-    report["wall_seconds"] = time.perf_counter() - began
-    images_per_second = sum(history["samples_per_second"]) / len(history["epoch"])
-    write_test_results(report, cm, test.classes, out, {
-        "model": args.model, "widths": widths, "parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": args.epochs, "settings": settings_of(args), "tta": args.tta,
-        "train_images": n_train, "val_images": n_val,
-        "members": args.members, **validation,
-        "processes": world_size(), "train_images_per_second": images_per_second,
-        "train_images_per_second_per_process": images_per_second / world_size(),
-        **machine, "command": launch_command("hw3/train.py"),
-    })
-    print(f"test accuracy {100 * report['accuracy']:.2f}% ({len(test)} images), macro F1 "
-          f"{report['macro_f1']:.4f}, wall time {report['wall_seconds'] / 60:.1f} min")
-
-
-def settings_of(args) -> dict:
-    """Every option but RESUME_IGNORES: what a resumed run must share with the run it continues."""
-    return {k: v for k, v in vars(args).items() if k not in RESUME_IGNORES}
+    return fit_member(model, optimizer, scheduler, train_loader, val_loader, args, member, kind=CHECKPOINT_KIND,
+                      config=config, device=device)
 
 
 if __name__ == "__main__":

@@ -6,27 +6,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
-from common.cli import add_precision_arg, make_parser, run
-from common.data_dir import resolve_data_dir
-from common.device import report_machine, select_device
+from common.atomic_io import staged_folder
+from common.cli import add_eval_out_dir, add_precision_arg, make_parser, report_written, run, start_eval
 from common.distributed import launch_command
 from common.imdb import load_imdb
 from hw4.model import load_model
-from hw4.report import evaluate_test, write_test_results
+from hw4.report import evaluate_test, print_test_summary, write_test_results
 
 
 def main() -> None:
-    parser = make_parser(__doc__, "hw4/results")
+    parser = make_parser(__doc__, None)
+    add_eval_out_dir(parser)
     parser.add_argument("--checkpoint", type=Path, default=Path("hw4/results/model.pt"))
     add_precision_arg(parser)
     args = parser.parse_args()
-    device = select_device(args.device)
-    machine = report_machine(device, args.precision)
-    model, config = load_model(args.checkpoint, device)
-    test = load_imdb(resolve_data_dir(args.data_dir), "test")
-    report, cm = evaluate_test(model, config, test, device=device, precision=machine["precision"], quiet=args.quiet)
-    write_test_results(report, cm, args.out_dir, {
-        "checkpoint": str(args.checkpoint), **machine, "command": launch_command("hw4/eval.py")})
+    ev = start_eval(args, load_model)
+    test = load_imdb(ev.data_dir, "test")
+    report, cm = evaluate_test(ev.model, ev.config, test, device=ev.device, precision=ev.machine["precision"],
+                               quiet=args.quiet)
+    with staged_folder(ev.out, announce=report_written) as stage:
+        write_test_results(report, cm, stage, {
+            "checkpoint": str(args.checkpoint), **ev.machine, "command": launch_command("hw4/eval.py")})
+    print_test_summary(report)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from hw4.model import load_model
 
 
 def main() -> None:
-    parser = make_parser(__doc__, "hw4/results", data=False)
+    parser = make_parser(__doc__, None, data=False)
     parser.add_argument("texts", nargs="*", help="review texts (quote each one)")
     parser.add_argument("--file", type=Path, action="append", default=[], help="a text file holding one review")
     parser.add_argument("--checkpoint", type=Path, default=Path("hw4/results/model.pt"))

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from common.atomic_io import write_json, write_text
-from common.cli import report_written
 from common.imdb import Reviews
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import plot_confusion_matrix
@@ -38,7 +37,6 @@ def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torc
 def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dict) -> None:
     """metrics.json, a readable metrics.txt and confusion_matrix.png in `out_dir`."""
     write_json(out_dir / "metrics.json", {**extra, **report, "confusion_matrix": cm.tolist()})
-    report_written(out_dir / "metrics.json")
     (tn, fp), (fn, tp) = cm.tolist()
     lines = [f"accuracy   {report['accuracy']:.4f}",
              f"precision  {report['precision']:.4f}  (positive class)",
@@ -51,9 +49,11 @@ def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dic
         lines.append(f"wall time  {report['wall_seconds'] / 60:.1f} min (data loading to final metrics)")
     lines.append(f"command    {extra.get('command', '')}")
     write_text(out_dir / "metrics.txt", "\n".join(lines) + "\n")
-    report_written(out_dir / "metrics.txt")
     plot_confusion_matrix(cm.numpy(), ["negative", "positive"], out_dir / "confusion_matrix.png",
                           title=f"IMDB test, accuracy {100 * report['accuracy']:.2f}%")
-    report_written(out_dir / "confusion_matrix.png")
+
+
+def print_test_summary(report: dict) -> None:
+    """The test figures in one line."""
     print(f"test accuracy {100 * report['accuracy']:.2f}%, F1 {report['f1']:.4f} "
           f"({report['test_reviews']} reviews)")

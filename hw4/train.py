@@ -12,26 +12,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 from torch import nn
 
-from common.atomic_io import write_json
-from common.checkpoint import save_checkpoint
-from common.cli import add_precision_arg, make_parser, positive, report_written, run
+from common.atomic_io import staged_folder
+from common.cli import add_precision_arg, finite, make_parser, positive, report_written, run, settings_of
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
-from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap,
-                                world_size, wrap)
-from common.ensemble import ensemble, join_histories, member_checkpointing, validation_record
+from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
+from common.ensemble import ensemble, fit_member, mean_throughput, validation_record, write_training_record
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
-from common.metrics import accuracy
-from common.plotting import plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
-from common.training import fit
 from hw4.model import CHECKPOINT_KIND, build_classifier
-from hw4.report import evaluate_test, write_test_results
+from hw4.report import evaluate_test, print_test_summary, write_test_results
 
 
 @dataclass(frozen=True)
@@ -58,7 +53,6 @@ class Recipe:
 
 RECIPE = Recipe()  # chosen on the movie-held-out validation split (see hw4/README.md)
 MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
-RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir")  # options a resumed run may change
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,9 +61,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive())
     parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
     parser.add_argument("--lr", type=positive(float), help="peak learning rate")
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--warmup", type=float, help="fraction of steps spent warming up")
-    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--weight-decay", type=finite)
+    parser.add_argument("--warmup", type=finite, help="fraction of steps spent warming up")
+    parser.add_argument("--label-smoothing", type=finite)
     parser.add_argument("--max-len", type=positive(), help="tokens kept per review")
     parser.add_argument("--head", type=int,
                         help="of those, how many from the start of a long review (the rest from its end)")
@@ -79,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=positive())
     parser.add_argument("--heads", type=positive())
     parser.add_argument("--ff-mult", type=positive(), help="feed-forward width / model width")
-    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--dropout", type=finite)
     parser.add_argument("--members", type=positive(),
                         help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
     parser.add_argument("--val-size", type=int, default=2500,
@@ -104,6 +98,7 @@ def main() -> None:
     per_rank_batch_size(args.batch_size)  # --batch-size is global; it must split evenly
     data_dir = resolve_data_dir(args.data_dir)
     reviews = load_imdb(data_dir, "train").sample(args.limit)
+    test = load_imdb(data_dir, "test").sample(args.limit)  # checked before any write
     corpus = tokenize_corpus(reviews.texts, quiet=args.quiet or not is_main())
     # Hold out whole movies, as the test set does (it shares none with train): a random split
     # would score memorised titles and names, overrating validation accuracy by about 2 points.
@@ -125,30 +120,26 @@ def main() -> None:
                                              val_loader, device)
         members.append(model)
         histories.append(member_history)
-    history = join_histories(histories)
     model = ensemble(members)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
-    out = args.out_dir
-    if is_main():  # one process writes the results
-        write_json(out / "history.json", history)
-        save_checkpoint(out / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
-        report_written(out / "model.pt")
-        plot_member_histories(histories, ["loss", "acc"], out / "training_curves.png",
-                              title=f"IMDB Transformer ({args.layers} layers, width {args.dim}"
-                                    + (f"; {args.members} members trained in turn" if args.members > 1 else "")
-                                    + "): train and validation")
-        report_written(out / "training_curves.png")
-        test = load_imdb(data_dir, "test").sample(args.limit)
+    if is_main():  # one process tests once and writes the results, all together at the end
         report, cm = evaluate_test(model, config, test, device=device, precision=args.precision,
                                    quiet=args.quiet)
         report["wall_seconds"] = time.perf_counter() - began
-        write_test_results(report, cm, out, {
-            "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
-            "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
-            "val_reviews": len(val_idx), "members": args.members, **validation, "processes": world_size(),
-            "train_reviews_per_second": sum(history["samples_per_second"]) / len(history["epoch"]),
-            **machine, "command": launch_command("hw4/train.py"),
-        })
+        with staged_folder(args.out_dir, announce=report_written) as out:
+            title = (f"IMDB Transformer ({args.layers} layers, width {args.dim}"
+                     + (f"; {args.members} members trained in turn" if args.members > 1 else "")
+                     + "): train and validation")
+            write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
+                                  plot_name="training_curves.png", title=title)
+            write_test_results(report, cm, out, {
+                "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
+                "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
+                "val_reviews": len(val_idx), "members": args.members, **validation, "processes": world_size(),
+                "train_reviews_per_second": mean_throughput(histories),
+                **machine, "command": launch_command("hw4/train.py"),
+            })
+        print_test_summary(report)
     teardown()
 
 
@@ -165,18 +156,8 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
     total = args.epochs * len(train_loader)
     scheduler = warmup_linear_decay(optimizer, total, int(args.warmup * total))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    history = fit(model, optimizer, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-                  train_loader, val_loader, epochs=args.epochs, device=device, scheduler=scheduler,
-                  metrics={"acc": accuracy}, precision=args.precision, grad_clip=1.0, quiet=args.quiet,
-                  checkpointing=member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
-                                                     settings_of(args), args.resume),
-                  desc=f"member {member + 1}/{args.members}" if args.members > 1 else "")
-    return unwrap(model), history
-
-
-def settings_of(args) -> dict:
-    """Every option but RESUME_IGNORES: what a resumed run must share with the run it continues."""
-    return {k: v for k, v in vars(args).items() if k not in RESUME_IGNORES}
+    return fit_member(model, optimizer, scheduler, train_loader, val_loader, args, member, kind=CHECKPOINT_KIND,
+                      config=config, device=device, grad_clip=1.0)
 
 
 if __name__ == "__main__":

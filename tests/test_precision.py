@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.throughput import flops_per_sample, hw4_workload, main as bench_main, Workload
+from benchmarks.throughput import Workload, flops_per_sample, hw4_workload
+from benchmarks.throughput import main as bench_main
 from common.device import machine_record, resolve_precision
 from common.errors import UserError
 from hw4.model import TransformerClassifier
