@@ -47,20 +47,16 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
     training = optimizer is not None
     model.train(training)
     metrics = metrics or {}
-    # samples, loss sum, metric sums, non-finite losses: kept on the device and read once, so no step
-    # waits on the host; with them the first step whose loss was not finite
-    totals = torch.zeros(3 + len(metrics), dtype=torch.float32 if device.type == "mps" else torch.float64,
-                         device=device)
-    first_bad, lrs = torch.tensor(-1, device=device), []
+    # Each step's loss and metrics stay on the device, to be summed and read once at the end: no step
+    # waits on the host (except to show the loss on a progress bar).
+    losses, values, sizes, lrs = [], [], [], []
     with torch.set_grad_enabled(training):
-        for step, batch in enumerate(loader):
+        for batch in loader:
             *inputs, target = (t.to(device, non_blocking=True) for t in batch)
             with autocast(device, precision):
                 output = model(*inputs)
             output = output.float()
             loss = loss_fn(output, target)
-            not_finite = ~torch.isfinite(loss.detach())
-            first_bad = torch.where((first_bad < 0) & not_finite, step, first_bad)
             if training:
                 lrs.append(optimizer.param_groups[0]["lr"])
                 optimizer.zero_grad(set_to_none=True)
@@ -70,18 +66,28 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-            with torch.no_grad():
-                values = [loss.new_ones(()), loss] + [fn(output, target) for fn in metrics.values()]
-                totals[:-1] += (torch.stack(values) * len(target)).to(totals.dtype)
-                totals[-1] += not_finite
+            losses.append(loss.detach())
+            sizes.append(len(target))
+            if metrics:
+                with torch.no_grad():
+                    values.append(torch.stack([fn(output, target) for fn in metrics.values()]))
             if progress is not None and not progress.disable:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    # samples, loss sum, metric sums, non-finite losses (summed over torchrun processes)
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    totals = torch.zeros(3 + len(metrics), dtype=dtype, device=device)
+    if sizes:
+        weights = torch.tensor(sizes, dtype=dtype).to(device)
+        steps = torch.stack(losses).to(dtype)
+        totals[0], totals[1], totals[-1] = weights.sum(), steps @ weights, (~torch.isfinite(steps)).sum()
+        if metrics:
+            totals[2:-1] = weights @ torch.stack(values).to(dtype)
     totals = all_reduce_sum(totals).cpu()
     if totals[-1] > 0:
-        step = int(first_bad)
-        where = ("in evaluation" if not training else "in another process" if step < 0
-                 else f"at step {step + 1} of {len(lrs)} (lr {lrs[step]:.3g})")
+        bad = (~torch.isfinite(steps)).nonzero().ravel().tolist() if sizes else []
+        where = ("in evaluation" if not training else "in another process" if not bad
+                 else f"at step {bad[0] + 1} of {len(lrs)} (lr {lrs[bad[0]]:.3g})")
         raise TrainingDiverged(f"the loss became nan or infinite {where}")
     if totals[0] == 0:
         raise UserError("a data loader produced no batches (is the dataset empty?)")

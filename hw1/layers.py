@@ -1,4 +1,5 @@
-"""Layers with hand-written forward and backward passes (no autograd): Linear, ReLU and MSELoss.
+"""Layers with hand-written forward and backward passes (no autograd): Linear, ReLU and MSELoss, and
+the update rules a Linear applies to itself: SGD and Adam, written out.
 
 Gradients flow per sample: `backward(grad)` takes, for every row of the batch, the gradient of that
 sample's loss with respect to the layer's output, and returns the same for its input. `Linear` averages
@@ -39,11 +40,39 @@ def check_shape(what: str, tensor: Tensor, expected: tuple[int | None, ...]) -> 
         raise ValueError(f"{what} should have shape ({shown}), got {tuple(tensor.shape)}")
 
 
-class Linear(Layer):
-    """out = x W + b with W of shape (d_in, d_out); backward updates W and b by gradient descent."""
+class SGD:
+    """Plain gradient descent: p <- p - lr g. `lr` may be changed between steps (a schedule)."""
 
-    def __init__(self, d_in: int, d_out: int, lr: float, generator: torch.Generator | None = None):
-        self.d_in, self.d_out, self.lr = d_in, d_out, lr
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def update(self, key: object, param: Tensor, grad: Tensor) -> Tensor:
+        return param - self.lr * grad
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015): for each parameter (named by `key`), running means of the gradient (m)
+    and of its square (v), bias-corrected for their zero start; p <- p - lr m^ / (sqrt(v^) + eps).
+    `lr` may be changed between steps (a schedule)."""
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.moments: dict[object, tuple[Tensor, Tensor, int]] = {}
+
+    def update(self, key: object, param: Tensor, grad: Tensor) -> Tensor:
+        beta1, beta2 = self.betas
+        m, v, t = self.moments.get(key, (torch.zeros_like(param), torch.zeros_like(param), 0))
+        m, v, t = beta1 * m + (1 - beta1) * grad, beta2 * v + (1 - beta2) * grad * grad, t + 1
+        self.moments[key] = (m, v, t)
+        m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+        return param - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+class Linear(Layer):
+    """out = x W + b with W of shape (d_in, d_out); backward updates W and b with `optimizer`'s rule."""
+
+    def __init__(self, d_in: int, d_out: int, optimizer: SGD | Adam, generator: torch.Generator | None = None):
+        self.d_in, self.d_out, self.optimizer = d_in, d_out, optimizer
         self.W = torch.randn(d_in, d_out, generator=generator) * (2 / d_in) ** 0.5  # He init for ReLU
         self.b = torch.zeros(d_out)
         self.x: Tensor | None = None
@@ -63,15 +92,15 @@ class Linear(Layer):
         return x @ self.W + self.b
 
     def backward(self, grad: Tensor) -> Tensor:
-        """Batch-mean gradients of W and b, one descent step on them, and the gradient for the input."""
+        """Batch-mean gradients of W and b, one optimizer step on them, and the gradient for the input."""
         x = self._kept(self.x)
         check_shape(f"{self!r} output gradient", grad, (len(x), self.d_out))
         # Sum over the batch of the per-sample outer products x_i^T grad_i, then the batch mean.
         self.grad_W = x.T @ grad / len(x)
         self.grad_b = grad.mean(dim=0)
         grad_input = grad @ self.W.T  # with W before the update
-        self.W = self.W - self.lr * self.grad_W
-        self.b = self.b - self.lr * self.grad_b
+        self.W = self.optimizer.update((self, "W"), self.W, self.grad_W)
+        self.b = self.optimizer.update((self, "b"), self.b, self.grad_b)
         return grad_input
 
 

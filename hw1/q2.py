@@ -1,6 +1,7 @@
 """hw1 q2: an MLP 2->100->100->1 with hand-written backpropagation predicting rainfall from 2-D
-coordinates (Project1_data.pt), mini-batch gradient descent, a learning-rate sweep picked on validation
-MSE, and an equal torch.nn model trained the same way for comparison."""
+coordinates (Project1_data.pt), trained with a hand-written Adam (or plain SGD) whose step size decays
+linearly to zero, a learning-rate sweep picked on validation MSE, and an equal torch.nn model trained
+the same way (same initial weights, batches, torch.optim rule and schedule) for comparison."""
 
 import math
 import sys
@@ -20,21 +21,27 @@ from common.device import select_device
 from common.errors import UserError
 from common.plotting import new_figure, plot_curves, save_figure
 from common.progress import progress
+from common.schedules import warmup_linear_decay
 from common.seeding import make_generator, seed_everything
 from common.training import fit
-from hw1.layers import Linear, MSELoss, ReLU
+from hw1.layers import SGD, Adam, Linear, MSELoss, ReLU
 
 SIZES = (2, 100, 100, 1)
 
 
-class MLP:
-    """Linear, ReLU, Linear, ReLU, Linear with hand-written backward; weights drawn from `seed`."""
+OPTIMIZERS = {"adam": (Adam, torch.optim.Adam), "sgd": (SGD, torch.optim.SGD)}  # hand-written, torch.optim
 
-    def __init__(self, lr: float, seed: int):
+
+class MLP:
+    """Linear, ReLU, Linear, ReLU, Linear with hand-written backward, each Linear updating itself with
+    the shared `optimizer`; weights drawn from `seed`."""
+
+    def __init__(self, optimizer: SGD | Adam, seed: int):
         generator = make_generator(seed)
+        self.optimizer = optimizer
         self.layers: list[Linear | ReLU] = []
         for d_in, d_out in zip(SIZES[:-1], SIZES[1:]):
-            self.layers += [Linear(d_in, d_out, lr, generator), ReLU()]
+            self.layers += [Linear(d_in, d_out, optimizer, generator), ReLU()]
         self.layers.pop()  # no ReLU after the output layer
         self.loss = MSELoss()
 
@@ -91,11 +98,17 @@ def batches(x: Tensor, y: Tensor, batch_size: int, seed: int) -> DataLoader:
 
 def train_mlp(mlp: MLP, loader: DataLoader, x_val: Tensor, y_val: Tensor, *, epochs: int,
               quiet: bool = True) -> dict[str, list[float]]:
-    """Mini-batch gradient descent for `epochs` (stopping if the loss blows up); returns the history
-    in `common.training.fit`'s form: per epoch, the sample-weighted mean batch MSE and the val MSE."""
+    """Mini-batch training for `epochs`, the step size decaying linearly from the optimizer's to zero
+    (stopping if the loss blows up); returns the history in `common.training.fit`'s form: per epoch,
+    the sample-weighted mean batch MSE and the val MSE."""
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": []}
+    peak, steps, step = mlp.optimizer.lr, epochs * len(loader), 0
     for epoch in progress(range(1, epochs + 1), desc="epochs", quiet=quiet, leave=False):
-        total = sum(mlp.step(xb, yb) * len(xb) for xb, yb in loader)
+        total = 0.0
+        for xb, yb in loader:
+            mlp.optimizer.lr = peak * (steps - step) / steps  # as common.schedules.warmup_linear_decay
+            total += mlp.step(xb, yb) * len(xb)
+            step += 1
         history["epoch"].append(epoch)
         history["train_loss"].append(total / len(loader.dataset))
         history["val_loss"].append(((mlp.predict(x_val).ravel() - y_val) ** 2).mean().item())
@@ -134,8 +147,10 @@ def main() -> None:
     parser = make_parser(__doc__, "hw1/results")
     parser.add_argument("--epochs", type=positive(), default=200)
     parser.add_argument("--batch-size", type=positive(), default=32)
-    parser.add_argument("--lrs", type=positive(float), nargs="+", default=[0.003, 0.01, 0.03, 0.1],
-                        help="gradient-descent learning rates tried in the sweep")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                        help="the update rule, written by hand in hw1/layers.py")
+    parser.add_argument("--lrs", type=positive(float), nargs="+", default=[0.001, 0.003, 0.01, 0.03],
+                        help="peak learning rates tried in the sweep")
     parser.set_defaults(seed=1)  # --seed: the initial weights and the batch order of every run
     args = parser.parse_args()
     torch.set_num_threads(1)  # matrices this small run fastest on one thread (no hand-offs between cores)
@@ -148,9 +163,10 @@ def main() -> None:
     seed_everything(args.seed)  # for completeness: weights and batches have their own generators
     with staged_folder(args.out_dir, announce=report_written) as out:
         # 1. Sweep the learning rate with the same initial weights and batches; pick on validation MSE.
+        hand_rule, torch_rule = OPTIMIZERS[args.optimizer]
         sweep, histories, models = [], {}, {}
         for lr in progress(args.lrs, desc="sweep", quiet=args.quiet):
-            mlp = MLP(lr, args.seed).to(device)
+            mlp = MLP(hand_rule(lr), args.seed).to(device)
             history = train_mlp(mlp, batches(x_train, y_train, args.batch_size, args.seed), x_val, y_val,
                                 epochs=args.epochs, quiet=args.quiet)
             histories[lr], models[lr] = history, mlp
@@ -166,12 +182,14 @@ def main() -> None:
         best_lr = min(finished, key=lambda row: row["val_mse"])["lr"]
         mlp, history = models[best_lr], histories[best_lr]
 
-        # 2. The same network in torch.nn: same initial weights, batches and plain SGD, trained by fit().
-        twin = torch_twin(MLP(best_lr, args.seed).to(device))
+        # 2. The same network in torch.nn: same initial weights, batches, rule and schedule, trained by fit().
+        twin = torch_twin(MLP(hand_rule(best_lr), args.seed).to(device))
         val_loader = DataLoader(TensorDataset(x_val, y_val[:, None]), batch_size=1024)
-        twin_history = fit(twin, torch.optim.SGD(twin.parameters(), lr=best_lr), nn.MSELoss(),
-                           batches(x_train, y_train, args.batch_size, args.seed), val_loader,
-                           epochs=args.epochs, device=device, quiet=True)
+        train_loader = batches(x_train, y_train, args.batch_size, args.seed)
+        optimizer = torch_rule(twin.parameters(), lr=best_lr)
+        twin_history = fit(twin, optimizer, nn.MSELoss(), train_loader, val_loader, epochs=args.epochs,
+                           device=device, scheduler=warmup_linear_decay(optimizer, args.epochs * len(train_loader)),
+                           quiet=True)
         val_mse, twin_val_mse = history["val_loss"][-1], twin_history["val_loss"][-1]
         with torch.no_grad():
             gap = (mlp.predict(x_val) - twin(x_val)).abs().max().item()
@@ -180,7 +198,7 @@ def main() -> None:
 
         fig, axes = new_figure(3)
         for ax, hist, title in ((axes[0, 0], history, "hand-written MLP"),
-                                (axes[0, 1], twin_history, "torch.nn twin (same init, batches, SGD)")):
+                                (axes[0, 1], twin_history, f"torch.nn twin (same init, batches, {args.optimizer})")):
             plot_curves(ax, hist, "loss", log=True)
             ax.set_ylabel("MSE")
             ax.set_title(f"{title}, lr {best_lr:g}")
@@ -199,7 +217,7 @@ def main() -> None:
 
         write_json(out / "q2_metrics.json", {
             "model": "MLP 2-100-100-1 (Linear, ReLU, Linear, ReLU, Linear), He-normal weights, zero biases",
-            "optimiser": "plain mini-batch gradient descent (SGD, no momentum), constant learning rate",
+            "optimiser": f"hand-written {args.optimizer}, step size decaying linearly to 0 over the run",
             "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
             "sweep": sweep, "chosen_lr": best_lr,
             "val_mse": {"hand_written": val_mse, "torch_nn": twin_val_mse,

@@ -1,12 +1,13 @@
 """hw0: the synthetic linear-regression pipeline and the MLP on HW0_data.pt."""
 
 import csv
+import json
 
 import pytest
 import torch
 
 from hw0.q2 import LinearData, fit_line, make_model
-from hw0.q3 import make_mlp
+from hw0.q3 import LADDERS, at_ladder_end, coordinate_search, make_mlp
 from tests.conftest import run_script
 
 
@@ -24,7 +25,14 @@ def test_model_seed_fixes_the_initial_weights():
     assert torch.equal(make_model(1).weight, make_model(1).weight)
     assert not torch.equal(make_model(1).weight, make_model(2).weight)
     assert make_model(1).bias.item() == 0.0
-    assert torch.equal(make_mlp(3)[0].weight, make_mlp(3)[0].weight)
+    assert torch.equal(make_mlp(3, (-1, 2))[0].weight, make_mlp(3, (-1, 2))[0].weight)
+    assert not torch.equal(make_mlp(3, (-1, 2))[0].weight, make_mlp(4, (-1, 2))[0].weight)
+
+
+def test_mlp_first_layer_kinks_are_spread_over_the_input_range():
+    layer = make_mlp(1, (2.0, 5.0))[0]
+    kinks = -layer.bias / layer.weight[:, 0]  # relu(w x + b) bends at x = -b / w
+    assert ((kinks > 2.0) & (kinks < 5.0)).all() and kinks.std() > 0.3
 
 
 def test_small_run_recovers_alpha_and_beta_within_0_05():
@@ -45,17 +53,42 @@ def test_q2_script_writes_its_results(tmp_path):
 
 
 def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir):
-    result = run_script("hw0/q3.py", "--data-dir", hw0_data_dir, "--epochs", "30",
-                        "--batch-sizes", "16", "64", "--lrs", "0.01", "--seeds", "1", "2",
-                        "--quiet", "--out-dir", tmp_path)
+    result = run_script("hw0/q3.py", "--data-dir", hw0_data_dir, "--epochs", "50", "--batch-size", "64",
+                        "--lr", "0.03", "--seeds", "1", "2", "--quiet", "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader((tmp_path / "q3_sweep.csv").open()))
-    assert [(r["batch_size"], r["lr"]) for r in rows] == [("16", "0.01"), ("64", "0.01")]
+    assert (rows[0]["batch_size"], rows[0]["lr"], rows[0]["epochs"]) == ("32", "0.03", "50")  # first neighbour
+    metrics = json.loads((tmp_path / "q3_metrics.json").read_text())
+    chosen = metrics["chosen"]
+    assert min(float(r["val_mse"]) for r in rows) == pytest.approx(
+        next(float(r["val_mse"]) for r in rows if int(r["epochs"]) == chosen["epochs"]
+             and int(r["batch_size"]) == chosen["batch_size"] and float(r["lr"]) == chosen["lr"]), rel=0.02)
     # y = x^2 on [-2, 2] has variance ~1.4; a trained MLP must do far better than a constant.
-    assert min(float(r["val_mse"]) for r in rows) < 0.3
+    assert metrics["best_val_mse"] < 0.1 and set(metrics["val_mse_by_seed"]) == {"1", "2"}
+    assert (tmp_path / "q3_sweep.png").stat().st_size > 0
     predictions = (tmp_path / "q3_test_output.txt").read_text().split()
     assert len(predictions) == 50
     assert (tmp_path / "q3_plot.png").stat().st_size > 0 and (tmp_path / "q3_model.pt").is_file()
+
+
+def test_coordinate_search_walks_to_an_interior_minimum_and_tries_each_setting_once():
+    target = {"batch_size": 256, "lr": 0.003, "epochs": 200}
+    calls = []
+
+    def bowl(setting: dict) -> dict:  # squared distance in rungs from `target`, plus 1
+        calls.append(tuple(setting.values()))
+        rungs = sum((LADDERS[a].index(setting[a]) - LADDERS[a].index(target[a])) ** 2 for a in LADDERS)
+        return {"val_mse": 1.0 + rungs}
+
+    chosen, rows = coordinate_search(bowl, {"batch_size": 32, "lr": 0.1, "epochs": 50})
+    assert chosen == target and at_ladder_end(chosen) == []
+    assert len(calls) == len(set(calls)) == len(rows)
+    for axis, ladder in LADDERS.items():  # both neighbours on every axis were tried, and lost
+        rung = ladder.index(chosen[axis])
+        for i in (rung - 1, rung + 1):
+            assert tuple({**chosen, axis: ladder[i]}.values()) in calls
+    edge, _ = coordinate_search(lambda s: {"val_mse": 1.0 / s["epochs"]}, {"batch_size": 32, "lr": 0.1, "epochs": 50})
+    assert edge["epochs"] == LADDERS["epochs"][-1] and at_ladder_end(edge) == ["epochs"]
 
 
 def test_q3_missing_and_malformed_data_give_one_line_errors(tmp_path, hw0_data_dir):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from hw1.layers import Linear, MSELoss, ReLU
+from hw1.layers import SGD, Adam, Linear, MSELoss, ReLU
 from hw1.q1 import ESCAPE, descend, spiral, spiral_grad, start_point
-from hw1.q2 import MLP, torch_twin
+from hw1.q2 import MLP, OPTIMIZERS, torch_twin
 from tests.conftest import run_script
 
 
@@ -80,7 +80,7 @@ SHAPES = [(1, 1, 1), (7, 2, 5), (32, 100, 100), (5, 3, 1), (64, 10, 4)]  # (batc
 @pytest.mark.parametrize("batch, d_in, d_out", SHAPES)
 def test_linear_backward_matches_autograd_and_applies_the_update(batch, d_in, d_out):
     generator = torch.Generator().manual_seed(batch * 1000 + d_in + d_out)
-    layer = Linear(d_in, d_out, lr=0.05, generator=generator)
+    layer = Linear(d_in, d_out, SGD(lr=0.05), generator=generator)
     layer.W, layer.b = layer.W.double(), torch.randn(d_out, generator=generator, dtype=torch.float64)
     x = torch.randn(batch, d_in, generator=generator, dtype=torch.float64)
     grad_out = torch.randn(batch, d_out, generator=generator, dtype=torch.float64)
@@ -121,9 +121,47 @@ def test_mse_loss_matches_torch_and_starts_the_chain_per_sample(shape):
     assert torch.allclose(loss.backward(), expected)
 
 
+def central_difference(fn, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """d fn() / d t, element by element, by (fn(t + eps) - fn(t - eps)) / 2 eps; `t` is changed in place
+    and restored. fn returns a float64 scalar."""
+    grad = torch.zeros_like(t)
+    flat, flat_grad = t.view(-1), grad.view(-1)
+    for i in range(flat.numel()):
+        kept = flat[i].item()
+        flat[i] = kept + eps
+        up = fn()
+        flat[i] = kept - eps
+        down = fn()
+        flat[i] = kept
+        flat_grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def test_linear_relu_and_mse_backward_match_central_differences():
+    """The CS231n check, independent of autograd: each hand-written backward against finite differences
+    of the loss it claims to differentiate, in float64."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    target = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    linear, relu, mse = Linear(4, 3, SGD(lr=0.0), generator=generator), ReLU(), MSELoss()
+    linear.W, linear.b = linear.W.double(), torch.randn(3, generator=generator, dtype=torch.float64)
+
+    def loss() -> float:  # the batch-mean loss of Linear -> ReLU -> MSE
+        return mse.forward(relu.forward(linear.forward(x)), target).item()
+
+    expected = {name: central_difference(loss, t) for name, t in (("x", x), ("W", linear.W), ("b", linear.b))}
+    loss()
+    per_sample = mse.backward()  # each sample's gradient of its own loss: N times that of the mean
+    grad_x = linear.backward(relu.backward(per_sample))
+    assert torch.allclose(grad_x / len(x), expected["x"], rtol=1e-6, atol=1e-8)
+    assert torch.allclose(linear.grad_W, expected["W"], rtol=1e-6, atol=1e-8)
+    assert torch.allclose(linear.grad_b, expected["b"], rtol=1e-6, atol=1e-8)
+    assert (expected["x"] == 0).any() and (expected["x"] != 0).any()  # some units off, some on
+
+
 def test_eval_mode_keeps_nothing_and_cannot_backpropagate():
     x = torch.randn(4, 3)
-    cases = [(Linear(3, 2, lr=0.1), "x", (x,), (torch.ones(4, 2),)),
+    cases = [(Linear(3, 2, SGD(0.1)), "x", (x,), (torch.ones(4, 2),)),
              (ReLU(), "positive", (x,), (torch.ones(4, 3),)),
              (MSELoss(), "error", (x, torch.zeros(4, 3)), ())]
     for layer, kept, inputs, grads in cases:
@@ -136,7 +174,7 @@ def test_eval_mode_keeps_nothing_and_cannot_backpropagate():
 
 
 def test_bad_shapes_raise_clear_errors():
-    layer = Linear(3, 2, lr=0.1)
+    layer = Linear(3, 2, SGD(0.1))
     with pytest.raises(ValueError, match=r"Linear\(3, 2\) input should have shape \(N, 3\), got \(4, 5\)"):
         layer.forward(torch.randn(4, 5))
     with pytest.raises(ValueError, match=r"input should have shape \(N, 3\), got \(3,\)"):
@@ -160,21 +198,28 @@ def double(mlp: MLP) -> MLP:
 
 
 def test_mlp_is_seeded_and_its_twin_computes_the_same_function():
-    assert torch.equal(MLP(0.1, seed=3).linears()[1].W, MLP(0.1, seed=3).linears()[1].W)
-    assert not torch.equal(MLP(0.1, seed=3).linears()[1].W, MLP(0.1, seed=4).linears()[1].W)
-    mlp = MLP(0.1, seed=3)
+    assert torch.equal(MLP(SGD(0.1), seed=3).linears()[1].W, MLP(SGD(0.1), seed=3).linears()[1].W)
+    assert not torch.equal(MLP(SGD(0.1), seed=3).linears()[1].W, MLP(SGD(0.1), seed=4).linears()[1].W)
+    mlp = MLP(SGD(0.1), seed=3)
     assert [(l.d_in, l.d_out) for l in mlp.linears()] == [(2, 100), (100, 100), (100, 1)]
     x = torch.randn(50, 2)
     assert torch.allclose(torch_twin(mlp)(x), mlp.predict(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("rule", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("batch", [1, 16, 50])
-def test_mlp_steps_match_a_torch_nn_sgd_step(batch):
+def test_mlp_steps_match_torch_nn_with_torch_optim(batch, rule):
+    """Three steps of the hand-written MLP and update rule equal torch.nn + torch.optim's, the step size
+    changing between steps as the schedule changes it."""
+    hand_rule, torch_rule = OPTIMIZERS[rule]
     generator = torch.Generator().manual_seed(batch)
-    mlp = double(MLP(lr=0.05, seed=batch))
+    mlp = double(MLP(hand_rule(0.05), seed=batch))
     twin = torch_twin(mlp)
-    optimizer = torch.optim.SGD(twin.parameters(), lr=0.05)
-    for _ in range(3):
+    optimizer = torch_rule(twin.parameters(), lr=0.05)
+    for lr in (0.05, 0.03, 0.01):
+        mlp.optimizer.lr = lr
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         x = torch.randn(batch, 2, generator=generator, dtype=torch.float64)
         y = torch.randn(batch, 1, generator=generator, dtype=torch.float64)
         loss = mlp.step(x, y)
@@ -186,7 +231,15 @@ def test_mlp_steps_match_a_torch_nn_sgd_step(batch):
         for layer, linear in zip(mlp.linears(), (m for m in twin if isinstance(m, nn.Linear))):
             assert torch.allclose(layer.W, linear.weight.detach().T, rtol=1e-10, atol=1e-12)
             assert torch.allclose(layer.b, linear.bias.detach(), rtol=1e-10, atol=1e-12)
-    assert not torch.equal(mlp.linears()[0].W, double(MLP(lr=0.05, seed=batch)).linears()[0].W)
+    assert not torch.equal(mlp.linears()[0].W, double(MLP(hand_rule(0.05), seed=batch)).linears()[0].W)
+
+
+def test_adam_first_step_moves_every_weight_by_the_learning_rate():
+    """Adam's bias correction makes its first step lr * sign(g) (up to eps), whatever the gradient's scale."""
+    adam = Adam(lr=0.01)
+    param, grad = torch.zeros(5, dtype=torch.float64), torch.tensor([1e-3, -2.0, 50.0, -1e-2, 3.0]).double()
+    assert torch.allclose(adam.update("p", param, grad), -0.01 * grad.sign(), rtol=1e-4)
+    assert adam.moments["p"][2] == 1
 
 
 # --- the scripts ---------------------------------------------------------------------------------
@@ -235,7 +288,7 @@ def test_q2_script_sweeps_and_writes_its_results(tmp_path, project1_data_dir):
 
 def test_q2_reports_a_sweep_where_every_rate_diverges(tmp_path, project1_data_dir):
     result = run_script("hw1/q2.py", "--data-dir", project1_data_dir, "--epochs", "3",
-                        "--lrs", "50", "--quiet", "--out-dir", tmp_path)
+                        "--optimizer", "sgd", "--lrs", "50", "--quiet", "--out-dir", tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: ")
     assert "diverged" in result.stderr and "Traceback" not in result.stderr
 
