@@ -1,5 +1,8 @@
 """Shared fixtures: tiny data files in the real formats, and a helper that runs a script as a user would."""
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
@@ -9,34 +12,105 @@ from pathlib import Path
 import pytest
 import torch
 
+import common.training
+from common.cli import run
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(script: str, *args: str, env: dict | None = None, timeout: float = 300
-               ) -> subprocess.CompletedProcess:
-    """Run `python <script> <args>` from the repo root, capturing text output."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=full_env,
+SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1"}  # two processes on 2 cores must not spin against each other
+
+
+def run_subprocess(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python <args>` from the repo root as a user would, capturing text output (one thread each)."""
+    full_env = {**os.environ, **SUBPROCESS_ENV, **(env or {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python <script> <args>` in this process, as its `__main__` would (through
+    `common.cli.run`), with `env` added to the environment; returns the exit status and the captured
+    text. An exception `run` lets through (a traceback for the user) fails the test where it happens."""
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, threads = dict(os.environ), sys.argv, torch.get_num_threads()
+    os.environ.update(env or {})
+    sys.argv = [script, *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            run(module.main)
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code if isinstance(exit_info.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        torch.set_num_threads(threads)  # a script may choose one thread for itself
+    return subprocess.CompletedProcess([script, *args], status, stdout.getvalue(), stderr.getvalue())
+
+
+TIMINGS = ("seconds", "samples_per_second", "wall_seconds", "test_seconds", "train_images_per_second",
+           "train_images_per_second_per_process", "train_reviews_per_second",
+           "train_reviews_per_second_per_process", "command")  # what may differ between equal runs
+
+
+def run_interrupted(script: str, *args, saves: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_script`, with Ctrl-C arriving right after fit writes its `saves`-th per-epoch checkpoint."""
+    real_save, count = common.training._save, []
+
+    def save_then_interrupt(*save_args, **save_kwargs):
+        real_save(*save_args, **save_kwargs)
+        count.append(1)
+        if len(count) == saves:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common.training, "_save", save_then_interrupt)
+        return run_script(script, *args, env=env)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two output folders hold the same run: metrics, history (timings aside) and model weights."""
+    def without_timings(path: Path) -> dict:
+        return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMINGS}
+    assert without_timings(a / "metrics.json") == without_timings(b / "metrics.json")
+    assert without_timings(a / "history.json") == without_timings(b / "history.json")
+    weights_a, weights_b = (torch.load(folder / "model.pt", weights_only=False)["model"] for folder in (a, b))
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def check_resume_after_interruption(hw: str, train_args: list, done: Path, out: Path, *, saves: int,
+                                    env: dict) -> None:
+    """`<hw>/train.py` stopped by Ctrl-C after `saves` epoch checkpoints leaves no results, and its
+    `--resume` ends with the same results as the uninterrupted run in `done`."""
+    args = [*train_args, "--out-dir", out]
+    result = run_interrupted(f"{hw}/train.py", *args, saves=saves, env=env)
+    assert result.returncode == 130 and "interrupted" in result.stderr
+    assert not (out / "metrics.json").exists()
+    result = run_script(f"{hw}/train.py", *args, "--resume", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout
+    assert_same_run(done, out)
 
 
 def check_ensemble_run(hw: str, train_args: list, data_dir: Path, out: Path, env: dict) -> None:
     """`<hw>/train.py` with `--members 2` (and 2 epochs): each member trains, eval.py reproduces the test
-    accuracy from the ensemble's checkpoint, and --resume retrains only a member whose state is gone."""
-    result = run_script(f"{hw}/train.py", *train_args, env=env)
+    accuracy from the ensemble's checkpoint, and a run interrupted in the middle of member 2 resumes to
+    the same results."""
+    result = run_script(f"{hw}/train.py", *train_args, "--out-dir", out, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("epoch   2/2") == 2 and "ensemble of 2: validation accuracy" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["members"] == 2 and json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
     assert len(metrics["member_val_acc"]) == 2 and 0 <= metrics["final_val_acc"] <= 1
     result = run_script(f"{hw}/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
-                        "--out-dir", out / "eval", env=env)
+                        "--out-dir", out.parent / "eval", "--device", "cpu", env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads((out / "eval" / "metrics.json").read_text())["accuracy"] == pytest.approx(metrics["accuracy"])
-    (out / "train_state" / "member2.pt").unlink()  # as if stopped before member 2's first epoch ended
-    result = run_script(f"{hw}/train.py", *train_args, "--resume", env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("resumed from") == 1 and result.stdout.count("epoch   1/2") == 1
+    assert json.loads((out.parent / "eval" / "metrics.json").read_text())["accuracy"] == pytest.approx(metrics["accuracy"])
+    check_resume_after_interruption(hw, train_args, out, out.parent / "resumed", saves=3, env=env)
 
 
 def full_batch_losses(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,

@@ -20,6 +20,7 @@ from common.metrics import accuracy, classification_report, confusion_matrix, pr
 from common.plotting import plot_confusion_matrix, plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
+from tests.conftest import run_subprocess
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +35,7 @@ def test_data_dir_prefers_argument_then_env_then_default(monkeypatch, tmp_path):
 
 
 def test_missing_data_file_names_the_path_and_the_fix(tmp_path):
-    with pytest.raises(DataNotFoundError) as err:
+    with pytest.raises(DataNotFoundError, match="HW0_data.pt: no such file") as err:
         require_file(tmp_path, "HW0_data.pt")
     message = str(err.value)
     assert str(tmp_path / "HW0_data.pt") in message and "--data-dir" in message
@@ -62,13 +63,18 @@ def test_seed_everything_makes_runs_repeat():
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 
-def test_device_choice():
+@pytest.mark.parametrize("cuda, mps, auto", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_device_choice(monkeypatch, cuda, mps, auto):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert select_device("auto") == torch.device(auto)
     assert select_device("cpu") == torch.device("cpu")
-    assert select_device("auto").type in {"cpu", "cuda", "mps"}
-    if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="no cuda device"):
+    if cuda:
+        assert select_device("cuda") == torch.device("cuda")
+    else:
+        with pytest.raises(UserError, match="--device cuda: no cuda device is available"):
             select_device("cuda")
-    with pytest.raises(UserError, match="unknown device"):
+    with pytest.raises(UserError, match="unknown device 'tpu'"):
         select_device("tpu")
 
 
@@ -78,7 +84,7 @@ def test_bf16_autocast_changes_matmul_dtype_and_fp32_does_not():
         assert (a @ a).dtype == torch.bfloat16
     with autocast(torch.device("cpu"), "fp32"):
         assert (a @ a).dtype == torch.float32
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="unknown precision 'fp8'"):
         autocast(torch.device("cpu"), "fp8")
 
 
@@ -95,7 +101,7 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
 def test_failed_atomic_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "result.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="killed mid-write"):
         with atomic_path(target) as tmp:
             tmp.write_text("half-written")
             raise RuntimeError("killed mid-write")
@@ -131,7 +137,7 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, problem, message):
         save_checkpoint(path, kind="other", model=nn.Linear(2, 2))
     elif problem == "missing key":
         save_checkpoint(path, kind="demo", model=nn.Linear(2, 2))
-    with pytest.raises(UserError) as err:
+    with pytest.raises(UserError, match=message) as err:
         load_checkpoint(path, kind="demo", required=("classes",))
     assert message in str(err.value) and str(path) in str(err.value)
     assert "\n" not in str(err.value)
@@ -242,3 +248,10 @@ def test_validation_record_reports_the_vote_of_an_ensemble_and_each_members_last
     assert alone == {"final_val_acc": 2 / 3, "member_val_acc": [2 / 3]}
     assert validation_record(a, histories[:1], None, device=torch.device("cpu"), precision="fp32") == {
         "final_val_acc": None, "member_val_acc": None}
+
+
+def test_a_script_started_as_a_user_would_fails_in_one_line_without_a_traceback(tmp_path):
+    """The rest of the suite runs scripts in-process; this one starts Python as a user does."""
+    result = run_subprocess("hw0/q3.py", "--data-dir", tmp_path, "--out-dir", tmp_path / "out")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "HW0_data.pt" in result.stderr

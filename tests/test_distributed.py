@@ -14,9 +14,10 @@ import common.cifar as cifar
 import common.distributed as distributed
 import common.text_batches as text_batches
 from common.cifar import CifarBatches, ImageSet
+from common.errors import UserError
 from common.text_batches import TextBatches
 from common.training import run_epoch
-from tests.conftest import run_script
+from tests.conftest import run_subprocess
 
 CPU = torch.device("cpu")
 
@@ -121,8 +122,8 @@ def test_two_process_ddp_step_equals_one_process_step(tmp_path):
 
 
 def torchrun(script: str, *args, env: dict) -> "subprocess.CompletedProcess":  # noqa: F821
-    return run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
-                      *args, env=env)
+    return run_subprocess("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
+                          *args, env=env)
 
 
 def test_hw3_two_process_run_writes_results_once_and_resumes(cifar_jpeg_dir, tmp_path):
@@ -154,11 +155,11 @@ def test_hw4_two_process_ensemble_run_writes_results_once(imdb_dir, tmp_path):
     assert metrics["test_reviews"] == 20 and metrics["accuracy"] > 0.6  # chance is 0.5
 
 
-def test_uneven_global_batch_is_a_clear_error(cifar_jpeg_dir, tmp_path):
-    result = torchrun("hw3/train.py", "--data-dir", cifar_jpeg_dir, "--out-dir", tmp_path, "--epochs", "1",
-                      "--batch-size", "15", "--val-size", "12", env={"CSE849_CACHE": str(tmp_path / "c")})
-    assert result.returncode != 0
-    assert "error: --batch-size 15 does not split evenly over 2 processes" in result.stderr
+def test_uneven_global_batch_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert distributed.per_rank_batch_size(16) == 8
+    with pytest.raises(UserError, match="--batch-size 15 does not split evenly over 2 processes"):
+        distributed.per_rank_batch_size(15)
 
 
 def test_plain_python_is_a_world_of_one():

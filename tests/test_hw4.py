@@ -18,7 +18,7 @@ from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
 from hw4.model import MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
-from tests.conftest import check_ensemble_run, full_batch_losses, run_script
+from tests.conftest import check_ensemble_run, check_resume_after_interruption, full_batch_losses, run_script
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_corpus_is_cached_so_a_second_run_skips_the_tokenizer(tmp_path, monkeypa
     monkeypatch.setattr(text, "tokenize", lambda _: pytest.fail("tokenized again"))
     again = tokenize_corpus(texts, quiet=True)
     assert again.words == first.words and np.array_equal(again.flat, first.flat)
-    with pytest.raises(pytest.fail.Exception):
+    with pytest.raises(pytest.fail.Exception, match="tokenized again"):
         tokenize_corpus(["another text"], quiet=True)  # other texts are not served from the cache
 
 
@@ -252,44 +252,43 @@ def test_train_writes_metrics_that_beat_chance(trained):
 def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     data_dir, out = trained
     result = run_script("hw4/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
-                        "--out-dir", tmp_path / "eval", env={"CSE849_CACHE": str(tmp_path / "c")})
+                        "--out-dir", tmp_path / "eval", "--device", "cpu", env={"CSE849_CACHE": str(tmp_path / "c")})
     assert result.returncode == 0, result.stderr
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"])
     review = tmp_path / "review.txt"
     review.write_text("A wonderful, superb and brilliant film. Loved it!")
     result = run_script("hw4/predict.py", "awful boring terrible waste", "--file", review,
-                        "--checkpoint", out / "model.pt")
+                        "--checkpoint", out / "model.pt", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("neg ") and lines[1].startswith("pos ")
     assert all(0.5 <= float(line.split()[1]) <= 1 for line in lines)
 
 
-def test_resume_continues_the_run(trained, tmp_path):
+def test_resume_after_ctrl_c_in_epoch_3_ends_as_the_uninterrupted_run(trained, tmp_path):
     data_dir, out = trained
-    result = run_script("hw4/train.py", "--data-dir", data_dir, "--out-dir", out, *TINY, "--resume",
-                        env={"CSE849_CACHE": str(tmp_path / "c")})
-    assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stdout and "epoch   1/4" not in result.stdout
+    check_resume_after_interruption("hw4", ["--data-dir", data_dir, "--quiet", *TINY], out, tmp_path / "resumed",
+                                    saves=2, env={"CSE849_CACHE": str(tmp_path / "c")})
 
 
 def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir, tmp_path):
-    out, env = tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")}
-    args = ["--data-dir", imdb_dir, "--out-dir", out, *TINY, "--epochs", "2", "--members", "2"]
-    check_ensemble_run("hw4", args, imdb_dir, out, env)
+    args = ["--data-dir", imdb_dir, *TINY, "--epochs", "2", "--members", "2"]
+    check_ensemble_run("hw4", args, imdb_dir, tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")})
 
 
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):
-    result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path)
+    result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "out",
+                        "--device", "cpu")
     assert result.returncode == 3 and result.stderr.count("\n") == 1
     assert "aclImdb" in result.stderr
     data_dir, _ = trained
     result = run_script("hw4/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
-                        "--out-dir", tmp_path)
+                        "--out-dir", tmp_path, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "holds a 'hw0-q2-linear' model, expected 'hw4-imdb-transformer'" in result.stderr
-    result = run_script("hw4/train.py", "--data-dir", data_dir, "--max-len", "100", "--head", "300")
+    result = run_script("hw4/train.py", "--data-dir", data_dir, "--max-len", "100", "--head", "300",
+                        "--out-dir", tmp_path / "out", "--device", "cpu")
     assert result.returncode == 2 and result.stderr == "error: --head 300 must be between 0 and --max-len 100\n"
-    result = run_script("hw4/predict.py", "--checkpoint", tmp_path / "absent.pt", "some text")
+    result = run_script("hw4/predict.py", "--checkpoint", tmp_path / "absent.pt", "some text", "--device", "cpu")
     assert result.returncode == 2 and "absent.pt: no such checkpoint file" in result.stderr

@@ -65,11 +65,16 @@ def test_fit_learns_and_records_history(tmp_path):
     assert outputs.shape == (128, 2) and targets.shape == (128,)
 
 
-def test_bf16_training_also_learns():
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_fit_trains_and_evaluates_in_the_precision_asked_for(precision, dtype):
     model, optimizer, _, train, val = setup()
+    seen = set()
+    model[0].register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
     history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=3, device=CPU,
-                  metrics={"acc": accuracy}, precision="bf16", quiet=True)
+                  metrics={"acc": accuracy}, precision=precision, quiet=True)
+    assert seen == {dtype}  # every forward pass, training and validation, ran in `precision`
     assert history["val_acc"][-1] > 0.9
+    assert model[0].weight.dtype == torch.float32  # autocast keeps the master weights in fp32
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
