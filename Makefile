@@ -1,10 +1,11 @@
 # Two commands: `make run` runs every homework, `make test` runs the test suite.
-# Each creates .venv and installs requirements.txt on first use (or when requirements.txt changes).
+# Each creates .venv and installs the exact versions in requirements.lock on first use (or when the lock
+# changes). `make lock` refreshes the lock from requirements.txt, the loose specification.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test clean
+.PHONY: run test lock clean
 
 run: $(VENV)/.installed
 	$(PY) run_all.py
@@ -12,10 +13,20 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install -r requirements.lock
 	touch $@
+
+# A fresh environment from requirements.txt, frozen. torch's CUDA libraries (nvidia-*, cuda-*, triton)
+# are left out: torch pins them itself, per platform, so the lock also installs where they do not exist.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -r requirements.txt
+	{ echo "# exact versions the committed results were made with; refresh with 'make lock'"; \
+	  .lock-venv/bin/pip freeze | grep -v -E '^(nvidia-|cuda-|triton==)'; } > requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
