@@ -1,4 +1,5 @@
-"""hw3: print the top-3 CIFAR-10 classes with probabilities for image files (any size; resized to 32x32)."""
+"""hw3: print the top-3 CIFAR-10 classes with probabilities for image files (any size; resized to 32x32);
+with --explain, also draw where in each image the evidence for its top class lies."""
 
 import sys
 from pathlib import Path
@@ -9,8 +10,10 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.functional import resize
 
+from common.attribution import integrated_gradients
 from common.cifar import normalize
-from common.cli import make_parser, run
+from common.cli import make_parser, report_written, run
+from common.plotting import new_figure, save_figure
 from common.device import select_device
 from common.errors import UserError
 from hw3.model import load_model, predict_logits
@@ -28,11 +31,29 @@ def read_image(path: Path) -> torch.Tensor:
     return image if image.shape[1:] == (32, 32) else resize(image, [32, 32], antialias=True)
 
 
+def plot_explanations(images: torch.Tensor, attributions: torch.Tensor, titles: list[str], path: Path) -> None:
+    """Each image beside a heat map of its attributions (summed over colour channels, positive only:
+    the pixels that raised the top class's score above the mean image's)."""
+    fig, axes = new_figure(2, len(images), panel_size=(2.4, 2.4))
+    for row, (image, attribution, title) in enumerate(zip(images, attributions, titles)):
+        axes[row, 0].imshow(image.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+        axes[row, 0].set_title(title, fontsize=9)
+        heat = attribution.sum(dim=0).clamp(min=0).cpu().numpy()
+        axes[row, 1].imshow(image.permute(1, 2, 0).cpu().numpy(), interpolation="nearest", alpha=0.35)
+        axes[row, 1].imshow(heat, cmap="inferno", alpha=0.75, interpolation="bilinear")
+        axes[row, 1].set_title("integrated gradients", fontsize=9)
+        for ax in axes[row]:
+            ax.axis("off")
+    save_figure(fig, path)
+
+
 def main() -> None:
     parser = make_parser(__doc__, None, data=False)
     parser.add_argument("images", type=Path, nargs="+", help="image files (jpg, png, ...)")
     parser.add_argument("--checkpoint", type=Path, default=Path("hw3/results/model.pt"))
     parser.add_argument("--top", type=int, default=3, help="how many classes to show")
+    parser.add_argument("--explain", type=Path, metavar="OUT.png",
+                        help="also write each image beside a heat map of the evidence for its top class")
     args = parser.parse_args()
     device = select_device(args.device)
     model, config = load_model(args.checkpoint, device)
@@ -44,6 +65,18 @@ def main() -> None:
     for path, values, indices in zip(args.images, top.values, top.indices):
         ranked = ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
         print(f"{path}: {ranked}")
+    if args.explain:
+        best = top.indices[:, 0]
+
+        def top_class_score(x: torch.Tensor) -> torch.Tensor:  # log-probability of each image's top class
+            return predict_logits(model, x, config["tta"]).float().log_softmax(dim=1).gather(1, best[:, None])[:, 0]
+
+        attributions = integrated_gradients(top_class_score, batch)  # baseline 0: the training mean image
+        titles = [f"{path.parent.name}/{path.name}: {config['classes'][i]} {p:.2f}" for path, i, p in
+                  zip(args.images, best.tolist(), top.values[:, 0].tolist())]
+        args.explain.parent.mkdir(parents=True, exist_ok=True)
+        plot_explanations(images, attributions, titles, args.explain)  # written atomically
+        report_written(args.explain)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def main() -> None:
     model = ensemble(members)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
     if is_main():  # one process tests once and writes the results, all together at the end
-        report, cm = evaluate_test(model, config, test, device=device, precision=args.precision)
+        report, cm, probabilities = evaluate_test(model, config, test, device=device, precision=args.precision)
         report["wall_seconds"] = time.perf_counter() - began
         images_per_second = mean_throughput(histories)
         with staged_folder(args.out_dir, announce=report_written) as out:
@@ -161,7 +161,7 @@ def main() -> None:
                      + ": train" + (" and validation" if len(val) else ""))
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
                                   plot_name="accuracy_plot.png", title=title)
-            write_test_results(report, cm, test.classes, out, {
+            write_test_results(report, cm, test, probabilities, out, {
                 "model": args.model, "widths": args.widths, "parameters": sum(p.numel() for p in model.parameters()),
                 "epochs": args.epochs, "settings": settings_of(args), "tta": args.tta,
                 "train_images": len(train), "val_images": len(val), "members": args.members, **validation,

@@ -179,10 +179,10 @@ def test_evaluate_test_uses_running_statistics_even_after_training_mode():
               "std": [0.25] * 3, "tta": 2}
     model = build_model({**config, "num_classes": 3})
     model.groups[0].norm1.running_mean.normal_()  # stats that differ from any test batch's
-    expected, _ = evaluate_test(copy.deepcopy(model).eval(), config, test, device=torch.device("cpu"),
+    expected, _, _ = evaluate_test(copy.deepcopy(model).eval(), config, test, device=torch.device("cpu"),
                                 precision="fp32", batch_size=10)
     stats = model.groups[0].norm1.running_mean.clone()
-    report, _ = evaluate_test(model.train(), config, test, device=torch.device("cpu"), precision="fp32",
+    report, _, _ = evaluate_test(model.train(), config, test, device=torch.device("cpu"), precision="fp32",
                               batch_size=10)  # left in training mode, as after a run without validation
     assert torch.equal(model.groups[0].norm1.running_mean, stats) and not model.training
     assert report["accuracy"] == expected["accuracy"] and report["per_class"] == expected["per_class"]
@@ -211,7 +211,7 @@ def trained(cifar_jpeg_dir, tmp_path):
 def test_train_writes_results_that_beat_chance(trained):
     _, out = trained
     metrics = json.loads((out / "metrics.json").read_text())
-    for name in ("model.pt", "accuracy_plot.png", "confusion_matrix.png", "history.json"):
+    for name in ("model.pt", "accuracy_plot.png", "confusion_matrix.png", "mistakes.png", "history.json"):
         assert (out / name).stat().st_size > 0
     assert metrics["test_images"] == 18 and metrics["accuracy"] > 0.6  # chance is 1/3
     assert set(metrics["per_class_accuracy"]) == set(CIFAR_CLASSES)
@@ -232,10 +232,13 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     fp32 = json.loads((tmp_path / "eval32" / "metrics.json").read_text())
     assert fp32["precision"] == "fp32" and abs(fp32["accuracy"] - evaluated["accuracy"]) <= 1 / 18 + 1e-9
     images = [sorted((data_dir / "cifar10-jpeg" / "test" / name).iterdir())[0] for name in CIFAR_CLASSES]
-    result = run_script("hw3/predict.py", *images, "--checkpoint", out / "model.pt", "--device", "cpu")
+    result = run_script("hw3/predict.py", *images, "--checkpoint", out / "model.pt", "--device", "cpu",
+                        "--explain", tmp_path / "why" / "explain.png")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4 and lines[-1].startswith("wrote ") and lines[-1].endswith("explain.png")
+    assert (tmp_path / "why" / "explain.png").read_bytes()[:4] == b"\x89PNG"
+    lines = lines[:3]
     for image, name, line in zip(images, CIFAR_CLASSES, lines):  # brightness gives the class away
         assert line.startswith(f"{image}: {name} ") and len(line.split(",")) == 3
         probabilities = [float(part.split()[-1]) for part in line.split(": ", 1)[1].split(",")]
