@@ -37,7 +37,7 @@ def bare_loop(model: nn.Module, loader, optimizer, scheduler, epochs: int) -> No
 
 
 def steps_per_second(loop: str, loader, epochs: int) -> float:
-    model = make_mlp(seed=1)
+    model = make_mlp(seed=1, x_range=(-3.0, 3.0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     scheduler = warmup_linear_decay(optimizer, epochs * len(loader))
     began = time.perf_counter()

@@ -77,15 +77,17 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
     # samples, loss sum, metric sums, non-finite losses (summed over torchrun processes)
     dtype = torch.float32 if device.type == "mps" else torch.float64
     totals = torch.zeros(3 + len(metrics), dtype=dtype, device=device)
+    not_finite = torch.zeros(0, dtype=torch.bool, device=device)
     if sizes:
         weights = torch.tensor(sizes, dtype=dtype).to(device)
         steps = torch.stack(losses).to(dtype)
-        totals[0], totals[1], totals[-1] = weights.sum(), steps @ weights, (~torch.isfinite(steps)).sum()
+        not_finite = ~torch.isfinite(steps)
+        totals[0], totals[1], totals[-1] = weights.sum(), steps @ weights, not_finite.sum()
         if metrics:
             totals[2:-1] = weights @ torch.stack(values).to(dtype)
     totals = all_reduce_sum(totals).cpu()
     if totals[-1] > 0:
-        bad = (~torch.isfinite(steps)).nonzero().ravel().tolist() if sizes else []
+        bad = not_finite.nonzero().ravel().tolist()
         where = ("in evaluation" if not training else "in another process" if not bad
                  else f"at step {bad[0] + 1} of {len(lrs)} (lr {lrs[bad[0]]:.3g})")
         raise TrainingDiverged(f"the loss became nan or infinite {where}")

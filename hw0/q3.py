@@ -163,13 +163,13 @@ def main() -> None:
             return {"train_mse": history["train_loss"][-1], "val_mse": history["val_loss"][-1]}
 
         chosen, rows = coordinate_search(evaluate, {axis: getattr(args, axis) for axis in LADDERS}, args.margin)
-        tried = {(r["batch_size"], r["lr"], r["epochs"]) for r in rows}
-        for axis_b, axis_l in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
-            sizes, lrs = LADDERS["batch_size"], LADDERS["lr"]
-            i, j = sizes.index(chosen["batch_size"]) + axis_b, lrs.index(chosen["lr"]) + axis_l
-            if 0 <= i < len(sizes) and 0 <= j < len(lrs) and (sizes[i], lrs[j], chosen["epochs"]) not in tried:
-                setting = {"batch_size": sizes[i], "lr": lrs[j], "epochs": chosen["epochs"]}
-                rows.append({**setting, **evaluate(setting)})
+        sizes, lrs = LADDERS["batch_size"], LADDERS["lr"]
+        i, j = sizes.index(chosen["batch_size"]), lrs.index(chosen["lr"])
+        for di, dj in ((-1, -1), (-1, 1), (1, -1), (1, 1)):  # the corners the search did not need
+            if 0 <= i + di < len(sizes) and 0 <= j + dj < len(lrs):
+                setting = {**chosen, "batch_size": sizes[i + di], "lr": lrs[j + dj]}
+                if setting not in [{k: r[k] for k in LADDERS} for r in rows]:
+                    rows.append({**setting, **evaluate(setting)})
         bar.close()
         edges = at_ladder_end(chosen)
         best = next(r for r in rows if all(r[k] == v for k, v in chosen.items()))

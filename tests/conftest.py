@@ -53,7 +53,7 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
 
 TIMINGS = ("seconds", "samples_per_second", "wall_seconds", "test_seconds", "train_images_per_second",
            "train_images_per_second_per_process", "train_reviews_per_second",
-           "train_reviews_per_second_per_process", "command")  # what may differ between equal runs
+           "command")  # what may differ between equal runs
 
 
 def run_interrupted(script: str, *args, saves: int, env: dict | None = None) -> subprocess.CompletedProcess:
