@@ -1,7 +1,7 @@
 """Ensembles of classifiers trained separately: they vote with their averaged class probabilities."""
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -24,8 +24,18 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, *inputs: Tensor) -> Tensor:
-        log_probabilities = torch.stack([member(*inputs).float().log_softmax(-1) for member in self.members])
-        return log_probabilities.logsumexp(0) - math.log(len(self.members))
+        return vote([member(*inputs) for member in self.members])
+
+
+def vote(logits: Sequence[Tensor]) -> Tensor:
+    """The average of the class probabilities of each member's `logits`, as log-probabilities."""
+    log_probabilities = torch.stack([x.float().log_softmax(-1) for x in logits])
+    return log_probabilities.logsumexp(0) - math.log(len(logits))
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """An Ensemble's members, or the one model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
 def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:

@@ -1,5 +1,5 @@
 """hw4: evaluate a saved IMDB Transformer checkpoint on the test split of any aclImdb folder or archive,
-writing metrics.txt, metrics.json and the confusion matrix."""
+writing metrics.txt, metrics.json, the confusion matrix and mistakes.md."""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from common.cli import add_eval_out_dir, add_precision_arg, make_parser, report_
 from common.distributed import launch_command
 from common.imdb import load_imdb
 from hw4.model import load_model
-from hw4.report import evaluate_test, print_test_summary, write_test_results
+from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
 
 
 def main() -> None:
@@ -22,11 +22,12 @@ def main() -> None:
     args = parser.parse_args()
     ev = start_eval(args, load_model)
     test = load_imdb(ev.data_dir, "test")
-    report, cm = evaluate_test(ev.model, ev.config, test, device=ev.device, precision=ev.machine["precision"],
-                               quiet=args.quiet)
+    report, cm, probabilities = evaluate_test(ev.model, ev.config, test, device=ev.device,
+                                              precision=ev.machine["precision"], quiet=args.quiet)
+    mistakes = mistakes_report(ev.model, ev.config, test, probabilities)
     with staged_folder(ev.out, announce=report_written) as stage:
         write_test_results(report, cm, stage, {
-            "checkpoint": str(args.checkpoint), **ev.machine, "command": launch_command("hw4/eval.py")})
+            "checkpoint": str(args.checkpoint), **ev.machine, "command": launch_command("hw4/eval.py")}, mistakes)
     print_test_summary(report)
 
 

@@ -84,7 +84,8 @@ class TransformerClassifier(nn.Module):
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, embedded: Tensor | None = None) -> Tensor:
+        """`embedded` (B, T, dim), if given, replaces `self.embed(ids)` (for attributions to the embeddings)."""
         if ids.dim() != 2 or ids.shape[1] > len(self.positions):
             raise ValueError(f"expected token ids (batch, length <= {len(self.positions)}), "
                              f"got shape {tuple(ids.shape)}")
@@ -93,7 +94,8 @@ class TransformerClassifier(nn.Module):
         if not self.training:  # see the class docstring; a text of unknown words only keeps them
             known = real & (ids != UNK_ID)
             keep = known | (real & ~known.any(dim=1, keepdim=True))
-        x = self.drop(self.embed(ids) * math.sqrt(self.dim) + self.positions[:ids.shape[1]])
+        embedded = self.embed(ids) if embedded is None else embedded
+        x = self.drop(embedded * math.sqrt(self.dim) + self.positions[:ids.shape[1]])
         for block in self.blocks:
             x = block(x, keep)
         x = self.norm(x)

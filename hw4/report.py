@@ -1,10 +1,12 @@
 """hw4's test report: accuracy, precision, recall and F1 of a model on a test split, written as
-metrics.json, a readable metrics.txt and a confusion-matrix plot (by train.py after training, and by
-eval.py)."""
+metrics.json, a readable metrics.txt, a confusion-matrix plot and mistakes.md, the most confident
+mistakes with the words that drove them (by train.py after training, and by eval.py)."""
 
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,12 +17,14 @@ from common.plotting import plot_confusion_matrix
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
+from hw4.explain import Reading, marked_words, read_review, word_attributions
 
 
 def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torch.device,
-                  precision: str, quiet: bool = False) -> tuple[dict, torch.Tensor]:
-    """Test metrics (accuracy; precision, recall and F1 of the positive class; macro F1) and the
-    confusion matrix, for reviews tokenized and truncated as in training."""
+                  precision: str, quiet: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Test metrics (accuracy; precision, recall and F1 of the positive class; macro F1), the confusion
+    matrix and the class probabilities (in `test`'s order), for reviews tokenized and truncated as in
+    training."""
     ids = Vocab(config["vocab"]).encode_corpus(tokenize_corpus(test.texts, quiet=quiet))
     loader = TextBatches(ids, test.labels, batch_size=256, max_len=config["max_len"], head=config["head"],
                          train=False)
@@ -31,11 +35,13 @@ def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torc
     positive = report["per_class"][config["classes"][1]]
     report.update(precision=positive["precision"], recall=positive["recall"], f1=positive["f1"],
                   test_reviews=len(test), test_seconds=time.perf_counter() - began)
-    return report, cm
+    probabilities = torch.empty_like(logits)
+    probabilities[torch.from_numpy(np.concatenate(loader.batches()))] = logits.softmax(dim=1)  # loader: by length
+    return report, cm, probabilities
 
 
-def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dict) -> None:
-    """metrics.json, a readable metrics.txt and confusion_matrix.png in `out_dir`."""
+def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dict, mistakes: str) -> None:
+    """metrics.json, a readable metrics.txt, confusion_matrix.png and mistakes.md (`mistakes`) in `out_dir`."""
     write_json(out_dir / "metrics.json", {**extra, **report, "confusion_matrix": cm.tolist()})
     (tn, fp), (fn, tp) = cm.tolist()
     lines = [f"accuracy   {report['accuracy']:.4f}",
@@ -51,6 +57,67 @@ def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dic
     write_text(out_dir / "metrics.txt", "\n".join(lines) + "\n")
     plot_confusion_matrix(cm.numpy(), ["negative", "positive"], out_dir / "confusion_matrix.png",
                           title=f"IMDB test, accuracy {100 * report['accuracy']:.2f}%")
+    write_text(out_dir / "mistakes.md", mistakes)
+
+
+def mistakes_report(model: nn.Module, config: dict, test: Reviews, probabilities: torch.Tensor, *,
+                    per_kind: int = 5, context: int = 10) -> str:
+    """mistakes.md: how often long (cut) reviews are missed, then the `per_kind` most confident mistakes
+    of each kind, each with the words that pushed it to the wrong class (integrated gradients) and
+    excerpts around the strongest of them."""
+    classes, vocab, limit = config["classes"], Vocab(config["vocab"]), config["max_len"]
+    confidence, predicted = probabilities.max(dim=1)
+    wrong = predicted != test.labels
+    long = torch.from_numpy(np.diff(tokenize_corpus(test.texts, quiet=True).offsets) > limit)
+    lines = ["# hw4: the most confident test mistakes", "",
+             f"{int(wrong.sum())} of {len(test)} test reviews are misclassified. Reviews over {limit} tokens "
+             f"are read as their first {config['head']} and last {limit - config['head']}: they are "
+             f"{100 * long.float().mean():.1f}% of the test reviews and {_error_rate(wrong, long)} of them are "
+             f"missed, against {_error_rate(wrong, ~long)} of the rest.", "",
+             "Each excerpt is the review as the model reads it (lowercased tokens). **Bold** words pushed it "
+             "toward its wrong answer, _italic_ ones toward the right one (integrated gradients over the "
+             "token embeddings, from a blank review; see `hw4/explain.py`)."]
+    for true in range(len(classes)):
+        chosen = (wrong & (test.labels == true)).nonzero().ravel()
+        chosen = chosen[confidence[chosen].argsort(descending=True)][:per_kind]
+        for index in chosen.tolist():
+            reading = read_review(test.texts[index], vocab, limit, config["head"])
+            guess = int(predicted[index])
+            scores = word_attributions(model, reading.ids, target=guess)
+            drivers = scores.argsort(descending=True)[:6].tolist()
+            lines += ["", f"## {classes[true]} review #{index}, read as {classes[guess]} "
+                          f"({confidence[index]:.3f})", "",
+                      "Toward " + classes[guess] + ": " + ", ".join(
+                          f"{_escape(reading.words[i])} {scores[i]:+.2f}" for i in drivers if scores[i] > 0), "",
+                      "> " + _excerpts(reading, scores, drivers[:3], context)]
+    return "\n".join(lines) + "\n"
+
+
+def _error_rate(wrong: torch.Tensor, among: torch.Tensor) -> str:
+    """The share of `among` that is `wrong`, as a percentage."""
+    return f"{100 * wrong[among].float().mean():.1f}%" if among.any() else "none"
+
+
+def _escape(word: str) -> str:
+    """`word` with Markdown's special characters escaped."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", word)
+
+
+def _excerpts(reading: Reading, scores: torch.Tensor, centres: list[int], context: int) -> str:
+    """The words within `context` of each centre, bold/italic by their push, runs joined by '...'."""
+    pieces = marked_words(reading, scores)
+    shift = [1 if reading.dropped and i >= reading.head else 0 for i in range(len(reading.words))]
+    spans = sorted((max(0, c + shift[c] - context), c + shift[c] + context + 1) for c in centres)
+    merged = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    marks = {1: "", 2: "**", 3: "**", -1: "", -2: "_", -3: "_", 0: ""}
+    runs = [" ".join(f"{marks[step]}{_escape(word)}{marks[step]}" for word, step in pieces[start:end])
+            for start, end in merged]
+    return ("... " if merged[0][0] > 0 else "") + " ... ".join(runs) + (" ..." if merged[-1][1] < len(pieces) else "")
 
 
 def print_test_summary(report: dict) -> None:

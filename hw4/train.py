@@ -26,7 +26,7 @@ from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from hw4.model import CHECKPOINT_KIND, build_classifier
-from hw4.report import evaluate_test, print_test_summary, write_test_results
+from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,9 @@ def main() -> None:
     model = ensemble(members)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
     if is_main():  # one process tests once and writes the results, all together at the end
-        report, cm = evaluate_test(model, config, test, device=device, precision=args.precision,
-                                   quiet=args.quiet)
+        report, cm, probabilities = evaluate_test(model, config, test, device=device, precision=args.precision,
+                                                  quiet=args.quiet)
+        mistakes = mistakes_report(model, config, test, probabilities)
         report["wall_seconds"] = time.perf_counter() - began
         with staged_folder(args.out_dir, announce=report_written) as out:
             title = (f"IMDB Transformer ({args.layers} layers, width {args.dim}"
@@ -138,7 +139,7 @@ def main() -> None:
                 "val_reviews": len(val_idx), "members": args.members, **validation, "processes": world_size(),
                 "train_reviews_per_second": mean_throughput(histories),
                 **machine, "command": launch_command("hw4/train.py"),
-            })
+            }, mistakes)
         print_test_summary(report)
     teardown()
 
