@@ -1,5 +1,6 @@
 """hw4: IMDB loading (folder and archive), tokenization, vocabulary, bucketed batches, the Transformer
-(attention against PyTorch's, padding invariance) and the train/eval/predict scripts on a tiny fixture."""
+(attention against PyTorch's, padding invariance), word attributions and their display, and the
+train/eval/predict scripts on a tiny fixture."""
 
 import json
 import tarfile
@@ -17,8 +18,11 @@ from common.imdb import load_imdb
 from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
-from hw4.model import MultiHeadSelfAttention, TransformerClassifier, sinusoidal_positions
-from tests.conftest import check_ensemble_run, check_resume_after_interruption, full_batch_losses, run_script
+from hw4.explain import Reading, as_ansi, as_markers, read_review, word_attributions
+from hw4.model import MultiHeadSelfAttention, TransformerClassifier, load_model, sinusoidal_positions
+from hw4.report import evaluate_test
+from tests.conftest import (NEGATIVE_WORDS, check_ensemble_run, check_resume_after_interruption,
+                            full_batch_losses, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -222,6 +226,51 @@ def test_ensemble_averages_its_members_probabilities():
         assert torch.allclose(Ensemble(members[:1])(ids), members[0](ids).log_softmax(-1), atol=1e-6)
 
 
+# --- explanations ----------------------------------------------------------------------------------
+def test_word_attributions_add_up_to_the_log_odds_change_and_skip_unknown_words():
+    torch.manual_seed(0)
+    model = Ensemble([TransformerClassifier(30, dim=16, layers=2, heads=2, max_len=12) for _ in range(2)]).eval()
+    ids = torch.tensor([5, 9, UNK_ID, 12, 3, 27, 8])
+    toward_positive = word_attributions(model, ids, target=1, steps=64)
+    assert toward_positive.shape == (7,) and toward_positive[2] == 0  # <unk> is masked at inference
+    with torch.no_grad():  # blank: every member's embeddings zero, as at the start of the path
+        blank = torch.stack([m(ids[None], torch.zeros(1, 7, 16)).softmax(-1) for m in model.members]).mean(0).log()
+        full = model(ids[None])
+    change = float((full[0, 1] - full[0, 0]) - (blank[0, 1] - blank[0, 0]))
+    assert float(toward_positive.sum()) == pytest.approx(change, abs=1e-3) and abs(change) > 0.01
+    torch.testing.assert_close(word_attributions(model, ids, target=0, steps=64), -toward_positive, atol=1e-5, rtol=0)
+
+
+def test_the_token_that_decides_a_toy_task_gets_the_largest_attribution():
+    torch.manual_seed(0)
+    model = TransformerClassifier(20, dim=32, layers=1, heads=4, max_len=16, dropout=0.0)
+    ids = torch.randint(4, 20, (64, 10))
+    ids[::2, 0] = 3
+    ids = torch.stack([row[torch.randperm(10)] for row in ids])
+    labels = (ids == 3).any(1).long()  # positive when token 3 occurs anywhere
+    full_batch_losses(model, ids, labels, torch.optim.AdamW(model.parameters(), lr=3e-3), steps=60)
+    generator = torch.Generator().manual_seed(1)
+    for position in range(10):
+        review = torch.randint(4, 20, (10,), generator=generator)
+        review[position] = 3
+        assert int(word_attributions(model, review, target=1).argmax()) == position
+
+
+def test_reviews_are_read_as_the_model_reads_them_and_marked_by_their_push():
+    vocab = Vocab(["<pad>", "<unk>", "good", "film", "bad"])
+    text = "Good <br />film, so BAD film bad"
+    reading = read_review(text, vocab, max_len=4, head=1)  # 7 tokens: the first, then the last 3
+    assert reading.words == ["good", "bad", "film", "bad"] and reading.dropped == 3 and reading.head == 1
+    assert reading.ids.tolist() == truncate(vocab.encode(tokenize(text)), 4, 1).tolist() == [2, 4, 3, 4]
+    scores = torch.tensor([1.0, -0.5, 0.05, 0.2])
+    assert as_markers(reading, scores) == "+++good [... 3 words not read ...] --bad film +bad"
+    coloured = as_ansi(reading, scores)
+    assert "\033[30;48;5;46mgood\033[0m" in coloured and "\033[30;48;5;210mbad\033[0m" in coloured
+    assert " film " in coloured  # too small a push: left plain
+    short = Reading(["good"], torch.tensor([2]), head=1, dropped=0)
+    assert as_markers(short, torch.tensor([0.0])) == "good"
+
+
 # --- scripts ---------------------------------------------------------------------------------------
 TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3",
         "--val-size", "10", "--max-len", "32", "--head", "8", "--min-count", "1", "--warmup", "0.05",
@@ -243,7 +292,7 @@ def test_train_writes_metrics_that_beat_chance(trained):
     for name in ("model.pt", "training_curves.png", "confusion_matrix.png", "history.json", "metrics.txt"):
         assert (out / name).stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_reviews"] == 20 and metrics["accuracy"] >= 0.75 and metrics["f1"] > 0.7
+    assert metrics["test_reviews"] == 20 and metrics["accuracy"] >= 0.75 and metrics["per_class"]["pos"]["f1"] > 0.7
     assert metrics["train_reviews"] == 50 and sum(map(sum, metrics["confusion_matrix"])) == 20
     report = (out / "metrics.txt").read_text()
     assert report.startswith("accuracy ") and "false pos" in report and "command    python hw4/train.py" in report
@@ -256,6 +305,8 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"])
+    assert evaluated["precision"] in ("bf16", "fp32")  # the precision it ran in, not a classification score
+    assert (tmp_path / "eval" / "mistakes.md").read_text() == (out / "mistakes.md").read_text()
     review = tmp_path / "review.txt"
     review.write_text("A wonderful, superb and brilliant film. Loved it!")
     result = run_script("hw4/predict.py", "awful boring terrible waste", "--file", review,
@@ -264,6 +315,38 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("neg ") and lines[1].startswith("pos ")
     assert all(0.5 <= float(line.split()[1]) <= 1 for line in lines)
+
+
+def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp_path):
+    _, out = trained
+    result = run_script("hw4/predict.py", "The plot was AWFUL, and the actor", "--explain", "--explain-png",
+                        tmp_path / "words.png", "--checkpoint", out / "model.pt", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    marked = lines[lines.index("wrote " + str(tmp_path / "words.png")) - 1].split()  # plain: not a terminal
+    assert [word.lstrip("+-") for word in marked] == ["the", "plot", "was", "awful", ",", "and", "the", "actor"]
+    assert any(word.startswith(("+++", "---")) for word in marked) and "\033" not in result.stdout
+    assert "push toward pos: " in result.stdout and (tmp_path / "words.png").stat().st_size > 0
+
+
+def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
+    data_dir, out = trained
+    model, config = load_model(out / "model.pt", torch.device("cpu"))
+    test = load_imdb(data_dir, "test", download=False)
+    _, cm, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="fp32",
+                                         quiet=True)
+    reviews = Vocab(config["vocab"]).encode_corpus(tokenize_corpus(test.texts, quiet=True))
+    with torch.no_grad():  # one review at a time, in the order of `test`
+        alone = torch.cat([model(torch.from_numpy(truncate(ids, 32, 8))[None]).softmax(-1) for ids in reviews])
+    torch.testing.assert_close(probabilities, alone, atol=1e-5, rtol=0)
+    mistakes = (out / "mistakes.md").read_text()
+    (_, false_pos), (false_neg, _) = cm.tolist()
+    assert mistakes.startswith("# hw4: the most confident test mistakes\n")
+    assert f"{false_pos + false_neg} of 20 test reviews are misclassified" in mistakes
+    assert mistakes.count("\n## neg review #") == min(5, false_pos) and mistakes.count("read as neg") == min(5, false_neg)
+    for section in mistakes.split("\n## ")[1:]:
+        index = int(section.split("#")[1].split(",")[0])
+        assert section.split()[0] == ("neg", "pos")[int(test.labels[index])] and "\n> " in section
 
 
 def test_resume_after_ctrl_c_in_epoch_3_ends_as_the_uninterrupted_run(trained, tmp_path):

@@ -45,7 +45,8 @@ def check_hw3_train(out: Path) -> None:
 
 def check_hw4_train(out: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"accuracy", "f1", "confusion_matrix", "device", "precision", "command"} <= set(metrics)
+    assert {"accuracy", "per_class", "confusion_matrix", "device", "precision", "command"} <= set(metrics)
+    assert metrics["precision"] in ("bf16", "fp32")  # the autocast precision, not a classification score
     assert metrics["test_reviews"] == 600 and metrics["accuracy"] > 0.55  # --limit 600; chance is 0.50
 
 
