@@ -105,6 +105,15 @@ def output_folder(text: str | Path) -> Path:
     return path
 
 
+def output_file(text: str | Path) -> Path:
+    """An argparse type for an output file: not a folder, in a folder `output_folder` accepts."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
+    output_folder(path.parent)
+    return path
+
+
 def run(main: Callable[[], object]) -> None:
     """Call `main()`; a `UserError` becomes one `error:` line on stderr and a non-zero exit status."""
     try:

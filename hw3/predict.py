@@ -12,7 +12,7 @@ from torchvision.transforms.functional import resize
 
 from common.attribution import integrated_gradients
 from common.cifar import normalize
-from common.cli import make_parser, report_written, run
+from common.cli import make_parser, output_file, report_written, run
 from common.plotting import new_figure, save_figure
 from common.device import select_device
 from common.errors import UserError
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("images", type=Path, nargs="+", help="image files (jpg, png, ...)")
     parser.add_argument("--checkpoint", type=Path, default=Path("hw3/results/model.pt"))
     parser.add_argument("--top", type=int, default=3, help="how many classes to show")
-    parser.add_argument("--explain", type=Path, metavar="OUT.png",
+    parser.add_argument("--explain", type=output_file, metavar="OUT.png",
                         help="also write each image beside a heat map of the evidence for its top class")
     args = parser.parse_args()
     device = select_device(args.device)
@@ -74,7 +74,6 @@ def main() -> None:
         attributions = integrated_gradients(top_class_score, batch)  # baseline 0: the training mean image
         titles = [f"{path.parent.name}/{path.name}: {config['classes'][i]} {p:.2f}" for path, i, p in
                   zip(args.images, best.tolist(), top.values[:, 0].tolist())]
-        args.explain.parent.mkdir(parents=True, exist_ok=True)
         plot_explanations(images, attributions, titles, args.explain)  # written atomically
         report_written(args.explain)
 

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 
 import torch
 
-from common.cli import make_parser, report_written, run
+from common.cli import make_parser, output_file, report_written, run
 from common.device import select_device
 from common.errors import UserError
 from common.text import Vocab
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true",
                         help="also print each review with its words marked by how far they pushed the decision "
                              "(green/+ toward positive, red/- toward negative; colour only on a terminal)")
-    parser.add_argument("--explain-png", type=Path, metavar="OUT.png",
+    parser.add_argument("--explain-png", type=output_file, metavar="OUT.png",
                         help="write the same as a figure (implies --explain)")
     args = parser.parse_args()
     texts = list(args.texts)
@@ -53,7 +53,6 @@ def main() -> None:
             print(f"\n{title}  (the words' push toward {config['classes'][1]}: {float(score.sum()):+.2f} log-odds)\n"
                   f"{show(reading, score)}")
         if args.explain_png:
-            args.explain_png.parent.mkdir(parents=True, exist_ok=True)
             negative, positive = config["classes"]
             plot_words(readings, scores, [f"{t}  {excerpt(x)}" for t, x in zip(titles, texts)],
                        f"integrated gradients: green pushed toward {positive}, red toward {negative}; "

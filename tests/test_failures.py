@@ -16,8 +16,10 @@ import hw0.q2
 import hw0.q3
 import hw1.q1
 import hw3.eval
+import hw3.predict
 import hw3.train
 import hw4.eval
+import hw4.predict
 import hw4.train
 from common.checkpoint import load_checkpoint
 from common.cli import run
@@ -210,6 +212,17 @@ def test_out_dir_that_is_a_file_is_one_line(monkeypatch, capsys, tmp_path):
     assert status == 2 and "is a file, not a folder" in err and "Traceback" not in err
     status, _, err = run_main(monkeypatch, capsys, hw0.q2.main, "--out-dir", not_a_folder / "below")
     assert status == 2 and "--out-dir" in err and "Traceback" not in err
+
+
+def test_an_explanation_figure_that_cannot_be_written_is_refused_before_any_work(monkeypatch, capsys, tmp_path):
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    for main, option in ((hw3.predict.main, "--explain"), (hw4.predict.main, "--explain-png")):
+        status, out, err = run_main(monkeypatch, capsys, main, "--checkpoint", tmp_path / "absent.pt",
+                                    option, not_a_folder / "why.png", "input")
+        assert status == 2 and f"{option}: {not_a_folder} is a file, not a folder" in err and out == ""
+        status, _, err = run_main(monkeypatch, capsys, main, option, tmp_path, "input")
+        assert status == 2 and f"{tmp_path} is a folder, not a file" in err
 
 
 def test_a_full_disk_is_one_line_and_leaves_earlier_results(monkeypatch, capsys, tmp_path):
