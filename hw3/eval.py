@@ -23,7 +23,8 @@ def main() -> None:
     args = parser.parse_args()
     ev = start_eval(args, load_model)
     test = load_cifar10(ev.data_dir, "test", fmt=args.dataset_format)
-    report, cm, probabilities = evaluate_test(ev.model, ev.config, test, device=ev.device, precision=ev.machine["precision"])
+    report, cm, probabilities = evaluate_test(ev.model, ev.config, test, device=ev.device,
+                                              precision=ev.machine["precision"])
     with staged_folder(ev.out, announce=report_written) as stage:
         write_test_results(report, cm, test, probabilities, stage, {
             "checkpoint": str(args.checkpoint), "model": ev.config["model"], **ev.machine,

@@ -13,9 +13,9 @@ from torchvision.transforms.functional import resize
 from common.attribution import integrated_gradients
 from common.cifar import normalize
 from common.cli import make_parser, output_file, report_written, run
-from common.plotting import new_figure, save_figure
 from common.device import select_device
 from common.errors import UserError
+from common.plotting import new_figure, save_figure
 from hw3.model import load_model, predict_logits
 
 

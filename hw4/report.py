@@ -113,9 +113,11 @@ def _excerpts(reading: Reading, scores: torch.Tensor, centres: list[int], contex
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
-    marks = {1: "", 2: "**", 3: "**", -1: "", -2: "_", -3: "_", 0: ""}
-    runs = [" ".join(f"{marks[step]}{_escape(word)}{marks[step]}" for word, step in pieces[start:end])
-            for start, end in merged]
+    def shown(word: str, step: int) -> str:
+        mark = "**" if step >= 2 else "_" if step <= -2 else ""
+        return f"{mark}{_escape(word)}{mark}"
+
+    runs = [" ".join(shown(word, step) for word, step in pieces[start:end]) for start, end in merged]
     return ("... " if merged[0][0] > 0 else "") + " ... ".join(runs) + (" ..." if merged[-1][1] < len(pieces) else "")
 
 
