@@ -4,6 +4,7 @@ A script whose data is absent (exit status 3) is reported as skipped with its re
 only if a script that ran failed.
 """
 
+import argparse
 import subprocess
 import sys
 import time
@@ -43,7 +44,13 @@ def run_script(script: str) -> tuple[str, str, float]:
 
 
 def main() -> int:
-    outcomes = [(script, *run_script(script)) for script in SCRIPTS]
+    homeworks = sorted({script.split("/")[0] for script in SCRIPTS})
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=homeworks, metavar="HW",
+                        help=f"run only these homeworks ({', '.join(homeworks)}); default: all, in order")
+    args = parser.parse_args()
+    chosen = [script for script in SCRIPTS if not args.only or script.split("/")[0] in args.only]
+    outcomes = [(script, *run_script(script)) for script in chosen]
     print("\n=== summary ===")
     for script, status, detail, seconds in outcomes:
         print(f"{status:<8} {script:<16} {seconds:7.1f}s  {detail}")

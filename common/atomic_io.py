@@ -9,13 +9,21 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the umask (setting it is the only way), then put it back
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a new temporary file beside `path` (made by `tempfile.mkstemp`: a fresh name, opened
+    exclusively, so a link planted in the folder cannot redirect the write); on success it replaces
+    `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes it private; a result file gets the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

@@ -1,5 +1,6 @@
 """Checkpoints that say what they are: saved atomically, validated on load with one-line errors."""
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,12 @@ FORMAT = "cse849-checkpoint"
 
 
 def save_checkpoint(path: str | os.PathLike, *, kind: str, model: nn.Module | dict,
-                    config: dict | None = None, **extra: object) -> None:
-    """Atomically save `model`'s weights with its `kind` (e.g. 'hw3-cnn'), `config` and any extras."""
+                    config: dict | None = None, compact: bool = False, **extra: object) -> None:
+    """Atomically save `model`'s weights with its `kind` (e.g. 'hw3-cnn'), `config` and any extras;
+    `compact` stores the weights as `int8_state` does (about a quarter of the size)."""
     state = model.state_dict() if isinstance(model, nn.Module) else model
+    if compact:
+        state, extra = int8_state(state), {**extra, "compact": "int8"}
     payload = {"format": FORMAT, "kind": kind, "model": state, "config": config or {}, **extra}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -27,7 +31,7 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | tuple[str, ...],
     """Load a checkpoint saved by `save_checkpoint`, checking its kind and `required` extra keys."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
+        raise UserError(missing_checkpoint_message(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated/foreign files
@@ -42,7 +46,67 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | tuple[str, ...],
     missing = [key for key in ("model", "config", *required) if key not in payload]
     if missing:
         raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    if payload.get("compact") == "int8":
+        payload["model"] = float_state(payload["model"], path)
     return payload
+
+
+def int8_state(state: dict[str, torch.Tensor]) -> dict:
+    """Each floating tensor of 2 or more dimensions (weight matrices, filters, embeddings) as int8 rows
+    with one float32 scale a row (the row's largest magnitude / 127); the rest kept as they are."""
+    compact = {}
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.dim() >= 2:
+            rows = tensor.detach().float().reshape(len(tensor), -1)
+            scale = rows.abs().amax(dim=1).clamp(min=1e-12) / 127
+            compact[key] = {"int8": (rows / scale[:, None]).round().to(torch.int8).reshape(tensor.shape),
+                            "scale": scale, "dtype": str(tensor.dtype).removeprefix("torch.")}
+        else:
+            compact[key] = tensor
+    return compact
+
+
+def float_state(compact: dict, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state `int8_state` stored, with every int8 tensor scaled back to its floating dtype."""
+    state = {}
+    for key, value in compact.items():
+        if isinstance(value, dict):
+            try:
+                q, scale, dtype = value["int8"], value["scale"], getattr(torch, value["dtype"])
+                if q.dtype != torch.int8 or not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+                    raise TypeError
+                state[key] = (q.float().reshape(len(q), -1) * scale[:, None]).reshape(q.shape).to(dtype)
+            except (KeyError, TypeError, AttributeError, RuntimeError):
+                raise UserError(f"{path}: compact weights of {key} are malformed") from None
+        else:
+            state[key] = value
+    return state
+
+
+def whole(value: object, low: int, high: int) -> bool:
+    """Whether `value` is an int (not a bool) in [low, high]: for checking a checkpoint's config."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def names(value: object, low: int, high: int) -> bool:
+    """Whether `value` is a list of `low` to `high` strings."""
+    return isinstance(value, list) and low <= len(value) <= high and all(isinstance(v, str) for v in value)
+
+
+def missing_checkpoint_message(path: Path) -> str:
+    """Why `path` is absent and how to make it: the command and time recorded in the metrics.json
+    beside it, when a committed run left one (its model.pt was too large for git)."""
+    try:
+        record = json.loads((path.parent / "metrics.json").read_text())
+        command, minutes = record["command"], record["wall_seconds"] / 60
+        machine = record.get("machine_class", "machine not recorded")
+    except (OSError, ValueError, KeyError, TypeError):
+        return (f"{path}: no such checkpoint file; train one first (the homework's train.py writes "
+                "model.pt into its --out-dir)")
+    compact = path.parent / "model_int8.pt"
+    also = f", or pass --checkpoint {compact}, its int8 copy" if compact.is_file() and path != compact else ""
+    return (f"{path}: no such checkpoint file: it is not in git (too large). `{command}` makes it, in "
+            f"about {minutes:.0f} min ({machine}){also}")
 
 
 def load_weights(model: nn.Module, state: dict, path: str | os.PathLike) -> None:
@@ -55,13 +119,18 @@ def load_weights(model: nn.Module, state: dict, path: str | os.PathLike) -> None
 
 
 def load_model(path: str | os.PathLike, *, kind: str, config_keys: tuple[str, ...],
-               build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
-    """The model `build(config)` makes from a checkpoint's config, with the checkpoint's weights."""
+               check: Callable[[dict], str | None], build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
+    """The model `build(config)` makes from a checkpoint's config, with the checkpoint's weights; the
+    config is first checked by `check` (which names what is wrong, or returns None), so a crafted one
+    cannot ask for an absurd allocation."""
     checkpoint = load_checkpoint(path, kind=kind)
     config = checkpoint["config"]
     missing = [key for key in config_keys if key not in config]
     if missing:
         raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}")
+    problem = check(config)
+    if problem:
+        raise UserError(f"{path}: checkpoint config refused: {problem}")
     model = build(config)
     load_weights(model, checkpoint["model"], path)
     return model, config

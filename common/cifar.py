@@ -3,6 +3,7 @@ ImageFolder `cifar10-jpeg/{train,test}/<class>/*`, decoded once and cached; a se
 normalisation and augmentation applied to whole batches as tensors."""
 
 import hashlib
+import io
 import os
 import pickle
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 
 from common.atomic_io import atomic_path
@@ -22,8 +24,16 @@ from common.splits import split_indices
 TORCHVISION_DIR = "cifar-10-batches-py"
 IMAGEFOLDER_DIR = "cifar10-jpeg"
 FORMATS = ("auto", "torchvision", "imagefolder")
+FORMAT_HELP = (f"the data set's layout: {TORCHVISION_DIR}/ (torchvision), {IMAGEFOLDER_DIR}/<split>/<class>/ "
+               "image files (imagefolder), or auto: whichever is there")
 FLIPS = ("random", "alternate")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+MAX_IMAGE_BYTES = 50 * 2**20  # an image file larger than this is refused before it is read
+Image.MAX_IMAGE_PIXELS = None  # PIL's own bomb check would hide the size; `read_image` checks it
+CACHE_VERSION = 2  # bump when what a cache holds changes
+# What a CIFAR-10 python batch may build when unpickled: numpy arrays, and nothing that runs code.
+PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 @dataclass
@@ -54,7 +64,7 @@ def load_cifar10(data_dir: str | os.PathLike, split: str, *, fmt: str = "auto",
     data_dir = Path(data_dir)
     fmt = _detect_format(data_dir, split, fmt, download)
     if fmt == "torchvision":
-        files = [data_dir / TORCHVISION_DIR / name for name in _batch_names(split)]
+        files = [data_dir / TORCHVISION_DIR / name for name in [*_batch_names(split), "batches.meta"]]
         return _cached(files, limit, lambda: _read_batches(data_dir / TORCHVISION_DIR, split))
     folder = data_dir / IMAGEFOLDER_DIR / split
     classes, files, labels = _list_imagefolder(folder)
@@ -108,7 +118,8 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
 
 class CifarBatches:
     """Batches `(images, labels)` from an ImageSet: normalised float32, channels-last, and for
-    training shuffled and augmented (flip, padded crop) with generators seeded by (seed, epoch).
+    training shuffled and augmented (flip, padded crop) with generators seeded by (seed, epoch). The
+    uint8 images are copied to `device` once (CIFAR-10 is 150 MB), so batches are cut and augmented there.
     `flip="alternate"` mirrors a fixed random half of the images in odd epochs and the other half in
     even ones (airbench's alternating flip: every image is seen both ways every two epochs).
 
@@ -122,6 +133,7 @@ class CifarBatches:
         self.data, self.batch_size, self.train, self.shard, self.flip = data, batch_size, train, shard, flip
         self.mean, self.std, self.seed, self.crop_padding = mean, std, seed, crop_padding
         self.device = torch.device(device)
+        self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)  # CPU: no copy
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -145,8 +157,8 @@ class CifarBatches:
             halves = torch.rand(len(self.data), generator=torch.Generator().manual_seed(self.seed)) < 0.5
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
-            images = normalize(self.data.images[index].to(self.device), self.mean, self.std)
-            labels = self.data.labels[index].to(self.device)
+            on_device = index.to(self.device)
+            images, labels = normalize(self.images[on_device], self.mean, self.std), self.labels[on_device]
             if self.train:
                 if self.flip == "alternate":
                     images = flip_where(images, halves[index] ^ bool(self.epoch % 2))
@@ -196,21 +208,44 @@ def _batch_names(split: str) -> list[str]:
     return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds only what PICKLE_GLOBALS names, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks to load {module}.{name}, which a CIFAR-10 batch never does")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict:
+    """A CIFAR-10 python pickle as a dict, through `_ArraysOnly`; anything else is a UserError."""
+    try:
+        batch = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise UserError(f"{path}: refused: {err}") from None
+    except Exception as err:
+        raise UserError(f"{path}: not a CIFAR-10 python batch ({type(err).__name__})") from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{path}: not a CIFAR-10 python batch (holds a {type(batch).__name__}, not a dict)")
+    return batch
+
+
 def _read_batches(folder: Path, split: str) -> ImageSet:
+    meta = _unpickle(folder / "batches.meta")
+    classes = meta.get("label_names")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise UserError(f"{folder / 'batches.meta'}: no list of class names under 'label_names'")
     images, labels = [], []
     for name in _batch_names(split):
-        try:
-            with open(folder / name, "rb") as file:
-                batch = pickle.load(file, encoding="latin1")
-            images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-            labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
-        except Exception as err:
-            raise UserError(f"{folder / name}: not a CIFAR-10 python batch ({type(err).__name__})") from None
-    try:
-        with open(folder / "batches.meta", "rb") as file:
-            classes = list(pickle.load(file, encoding="latin1")["label_names"])
-    except Exception as err:
-        raise UserError(f"{folder / 'batches.meta'}: unreadable ({type(err).__name__})") from None
+        batch = _unpickle(folder / name)
+        data, targets = batch.get("data"), batch.get("labels")
+        if not (hasattr(data, "dtype") and data.dtype == "uint8" and data.ndim == 2 and data.shape[1] == 3072
+                and isinstance(targets, list) and len(targets) == len(data)
+                and all(isinstance(t, int) and 0 <= t < len(classes) for t in targets)):
+            raise UserError(f"{folder / name}: not a CIFAR-10 python batch (expected uint8 'data' of shape "
+                            f"(N, 3072) and N 'labels' below {len(classes)})")
+        images.append(torch.from_numpy(data.copy()).reshape(-1, 3, 32, 32))
+        labels.append(torch.tensor(targets, dtype=torch.int64))
     return ImageSet(torch.cat(images), torch.cat(labels), classes)
 
 
@@ -229,37 +264,76 @@ def _list_imagefolder(folder: Path) -> tuple[list[str], list[Path], list[int]]:
     return classes, files, labels
 
 
+def read_image(path: Path, *, max_pixels: int, exact: tuple[int, int] | None = None) -> Tensor:
+    """An image file as uint8 (3, H, W) RGB. Its size is read from the header first: a file over
+    MAX_IMAGE_BYTES, an image of more than `max_pixels` or, with `exact`, not of (width, height) is
+    refused before anything is decoded."""
+    try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size / 2**20:.0f} MB; images over "
+                            f"{MAX_IMAGE_BYTES // 2**20} MB are refused")
+        with Image.open(path) as header:  # reads the header only
+            width, height = header.size
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
+    if exact is not None and (width, height) != exact:
+        raise UserError(f"{path}: image is {width}x{height}, expected {exact[0]}x{exact[1]}")
+    if width * height > max_pixels:
+        raise UserError(f"{path}: image is {width}x{height}; images over {max_pixels / 1e6:g} megapixels "
+                        "are refused")
+    try:
+        image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
+                             mode=ImageReadMode.RGB)
+    except Exception:
+        raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
+    if image.shape[1:] != (height, width):  # the header lied about the size
+        raise UserError(f"{path}: decodes to {image.shape[2]}x{image.shape[1]}, its header says {width}x{height}")
+    return image
+
+
 def _decode_all(files: list[Path]) -> Tensor:
     images = torch.empty(len(files), 3, 32, 32, dtype=torch.uint8)
     for i, path in enumerate(files):
-        try:
-            image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
-                                 mode=ImageReadMode.RGB)
-        except Exception:
-            raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
-        if image.shape[1:] != (32, 32):
-            raise UserError(f"{path}: image is {image.shape[2]}x{image.shape[1]}, expected 32x32")
-        images[i] = image
+        images[i] = read_image(path, max_pixels=32 * 32, exact=(32, 32))
     return images
 
 
 def _cached(files: list[Path], limit: int | None, load) -> ImageSet:
-    """`load()`, cached under a key made of the source files' paths, sizes and modification times."""
+    """`load()`, cached under a key made of the source files' names and bytes (hashing them is cheap
+    next to decoding); a cache that does not hold what the key promises is rebuilt."""
     if limit is not None:
         data = load()
         return data if limit >= len(data) else data.subset(torch.linspace(0, len(data) - 1, limit).long())
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"cifar10 cache v{CACHE_VERSION}\n".encode())
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    cache = cache_dir() / f"cifar10-{digest.hexdigest()[:20]}.pt"
+        try:
+            content = path.read_bytes() if path.stat().st_size <= MAX_IMAGE_BYTES else b"too large"
+        except OSError as err:
+            raise UserError(f"{path}: cannot read ({err.strerror})") from None
+        digest.update(f"{path.parent.name}/{path.name}|{len(content)}\n".encode() + hashlib.sha256(content).digest())
+    cache = cache_dir() / f"cifar10-{digest.hexdigest()[:24]}.pt"
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
-            return ImageSet(saved["images"], saved["labels"], saved["classes"])
+            data = ImageSet(saved["images"], saved["labels"], saved["classes"])
+            if _is_image_set(data):
+                return data
         except Exception:
             pass  # a damaged cache is rebuilt below
     data = load()
     with atomic_path(cache) as tmp:
         torch.save({"images": data.images, "labels": data.labels, "classes": data.classes}, tmp)
     return data
+
+
+def _is_image_set(data: ImageSet) -> bool:
+    """Whether a cached ImageSet is well formed: uint8 (N, 3, 32, 32) images, N int64 labels that index
+    its list of class names."""
+    images, labels, classes = data.images, data.labels, data.classes
+    return (isinstance(images, Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+            and tuple(images.shape[1:]) == (3, 32, 32) and isinstance(labels, Tensor)
+            and labels.dtype == torch.int64 and labels.shape == (len(images),) and isinstance(classes, list)
+            and all(isinstance(c, str) for c in classes) and len(labels) > 0
+            and 0 <= int(labels.min()) and int(labels.max()) < len(classes))

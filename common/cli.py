@@ -2,9 +2,10 @@
 
 import argparse
 import errno
+import json
 import math
+import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -20,12 +21,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows every option's default, also for options given no help text."""
+    """--help shows each option's default, unless it is unset (None), empty, or the help already says it."""
 
-    def add_argument(self, action: argparse.Action) -> None:
-        if action.option_strings and not action.help and action.default is not argparse.SUPPRESS:
-            action.help = "(default: %(default)s)"
-        super().add_argument(action)
+    def _get_help_string(self, action: argparse.Action) -> str:
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class RepoPath(str):
+    """A default path written relative to the repository: shown so in --help, resolved against the repo."""
+
+
+def repo_path(text: str | Path) -> Path:
+    """An argparse type for a path: a `RepoPath` default resolves against the repository, so a script
+    works from any folder; a path the user types resolves against the current folder, as usual."""
+    return REPO_ROOT / text if isinstance(text, RepoPath) else Path(text).expanduser()
 
 
 def make_parser(description: str, results_dir: str | None, *, data: bool = True,
@@ -35,10 +47,12 @@ def make_parser(description: str, results_dir: str | None, *, data: bool = True,
     parser = argparse.ArgumentParser(description=description, formatter_class=HelpWithDefaults)
     if data:
         parser.add_argument("--data-dir", default=None,
-                            help="folder holding the data; if unset, $CSE849_DATA, else ./data")
+                            help="folder holding the data (default: $CSE849_DATA if set, else data/ in the "
+                                 "repository)")
     if results_dir is not None:  # a string default goes through `type` too, so it is checked as well
-        parser.add_argument("--out-dir", type=output_folder, default=str(REPO_ROOT / results_dir),
-                            help="where plots, metrics and checkpoints are written")
+        parser.add_argument("--out-dir", type=output_folder, default=RepoPath(results_dir),
+                            help="where plots, metrics and checkpoints are written (default: %(default)s "
+                                 "in the repository)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     if device:
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
@@ -50,8 +64,8 @@ def make_parser(description: str, results_dir: str | None, *, data: bool = True,
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
                       resume: bool = True) -> None:
     """Options of scripts that train through `common.training.fit`."""
-    parser.add_argument("--epochs", type=positive(), default=epochs)
-    parser.add_argument("--batch-size", type=positive(), default=batch_size)
+    parser.add_argument("--epochs", type=positive(), default=epochs, help="passes over the training data")
+    parser.add_argument("--batch-size", type=positive(), default=batch_size, help="examples per step")
     parser.add_argument("--lr", type=positive(float), default=lr, help="(peak) learning rate")
     if resume:
         parser.add_argument("--resume", action="store_true",
@@ -59,10 +73,11 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_siz
 
 
 def add_precision_arg(parser: argparse.ArgumentParser) -> None:
-    """--precision: auto (bf16 autocast where the device runs bf16 natively, else fp32), bf16 or fp32."""
+    """--precision: auto (see `common.device.resolve_precision`), bf16, fp16 or fp32."""
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: bf16 autocast where the hardware runs bf16 natively (CUDA GPUs from "
-                             "Ampere on, CPUs with AVX-512 BF16 or AMX), else fp32; bf16/fp32 force one")
+                             "Ampere on, CPUs with AVX-512 BF16 or AMX), fp16 with a gradient scaler on "
+                             "older CUDA GPUs (V100, T4), else fp32; bf16/fp16/fp32 force one")
 
 
 def finite(text: str) -> float:
@@ -92,26 +107,41 @@ def probability(text: str) -> float:
 
 
 def output_folder(text: str | Path) -> Path:
-    """An argparse type for an output folder: created if missing, and checked to be a writable folder."""
-    path = Path(text).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except FileExistsError:
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder") from None
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{path}: cannot write there ({err.strerror})") from None
+    """An argparse type for an output folder (see `repo_path`): a folder, or a path that can be one,
+    in a place where it can be written. It is not created here, so a run that fails before it writes
+    leaves no empty folder behind."""
+    path = repo_path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write there (permission denied)")
     return path
 
 
 def output_file(text: str | Path) -> Path:
     """An argparse type for an output file: not a folder, in a folder `output_folder` accepts."""
-    path = Path(text).expanduser()
+    path = repo_path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
     output_folder(path.parent)
     return path
+
+
+def png_file(text: str | Path) -> Path:
+    """An argparse type for a figure to write: an `output_file` whose name ends in .png."""
+    path = output_file(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{path}: the figure is a PNG; give a name ending in .png")
+    return path
+
+
+def refuse_overwriting_inputs(output: Path | None, inputs: list[Path], option: str) -> None:
+    """A UserError if `output` is one of the `inputs` files, which writing it would destroy."""
+    if output is not None and output.exists() and any(output.samefile(p) for p in inputs if p.exists()):
+        raise UserError(f"{option} {output}: that is one of the inputs; name a new file")
 
 
 def run(main: Callable[[], object]) -> None:
@@ -136,6 +166,7 @@ def add_eval_out_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=output_folder,
                         help="where the evaluation is written (default: eval-<data folder name>/ in the "
                              "checkpoint's folder; never the training run's own folder)")
+    add_force_arg(parser)
 
 
 class EvalRun(NamedTuple):
@@ -151,9 +182,11 @@ class EvalRun(NamedTuple):
 
 def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.device], tuple[nn.Module, dict]]
                ) -> EvalRun:
-    """The data folder; the output folder, checked first: --out-dir, or `eval-<data folder name>/` beside
-    the checkpoint, never the checkpoint's own folder (it holds the training run's metrics); the device
-    and precision, printed; and the checkpoint's model and config."""
+    """The checkpoint's model and config, loaded first; the data folder; the output folder: --out-dir, or
+    `eval-<data folder name>/` beside the checkpoint, never the checkpoint's own folder (it holds the
+    training run's metrics); the device and precision, printed."""
+    device = select_device(args.device)
+    model, config = load_model(args.checkpoint, device)
     data_dir = resolve_data_dir(args.data_dir)
     try:
         out = args.out_dir or output_folder(args.checkpoint.parent / f"eval-{data_dir.resolve().name}")
@@ -162,13 +195,38 @@ def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.devic
     if out.resolve() == args.checkpoint.parent.resolve():
         raise UserError(f"--out-dir {out}: that folder holds the training run of {args.checkpoint}; "
                         "evaluate into another (the default is eval-<data folder name>/ inside it)")
-    device = select_device(args.device)
+    check_out_dir(out, settings=None, force=args.force)
     machine = report_machine(device, args.precision)
-    model, config = load_model(args.checkpoint, device)
     return EvalRun(data_dir, out, device, machine, model, config)
 
 
-RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir")  # options a resumed run may change
+RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir", "force")  # options a resumed run may change
+RUN_FILES = ("model.pt", "history.json")  # what marks a folder as holding a training run
+
+
+def add_force_arg(parser: argparse.ArgumentParser) -> None:
+    """--force: write into an --out-dir that holds another run's model.pt or history.json."""
+    parser.add_argument("--force", action="store_true",
+                        help="write into an --out-dir that holds another run's model.pt or history.json")
+
+
+def check_out_dir(out: Path, *, settings: dict | None, force: bool) -> None:
+    """Refuse an output folder holding another run's model.pt or history.json, unless `force`: a run
+    with `settings` may write over the run that recorded the same ones in its metrics.json (the options
+    both know, precision aside, which follows the machine); an eval (`settings` None) never does."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found or force:
+        return
+    try:
+        recorded = json.loads((out / "metrics.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if settings is not None and isinstance(recorded, dict):
+        shared = (set(settings) & set(recorded)) - {"precision"}
+        if shared and all(settings[k] == recorded[k] for k in shared):
+            return  # the same run again: it reproduces these files
+    raise UserError(f"--out-dir {out} holds another run ({', '.join(found)}); choose another folder, or "
+                    "pass --force to write over it")
 
 
 def settings_of(args: argparse.Namespace) -> dict:
@@ -176,8 +234,12 @@ def settings_of(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RESUME_IGNORES}
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` as written from the repository root: relative to it when inside it, else unchanged."""
+    resolved = Path(path).expanduser().resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
 def report_written(path: Path) -> None:
     """Tell the user where a result went (paths shown relative to the repo when inside it)."""
-    path = Path(path).resolve()
-    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-    print(f"wrote {shown}")
+    print(f"wrote {shown_path(path)}")

@@ -1,9 +1,10 @@
-"""Where data lives: --data-dir, else $CSE849_DATA, else ./data; and where derived caches go."""
+"""Where data lives: --data-dir, else $CSE849_DATA, else data/ in the repository; and where derived
+caches go."""
 
 import os
 from pathlib import Path
 
-from common.errors import DataNotFoundError
+from common.errors import DataNotFoundError, UserError
 
 DATA_ENV = "CSE849_DATA"
 CACHE_ENV = "CSE849_CACHE"
@@ -11,10 +12,10 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data folder: the argument if given, else $CSE849_DATA, else ./data."""
+    """The data folder: the argument if given, else $CSE849_DATA, else data/ in the repository."""
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    return Path(os.environ.get(DATA_ENV) or "data").expanduser()
+    return Path(os.environ.get(DATA_ENV) or _REPO_ROOT / "data").expanduser()
 
 
 def require_file(data_dir: Path, name: str) -> Path:
@@ -31,5 +32,10 @@ def require_file(data_dir: Path, name: str) -> Path:
 def cache_dir() -> Path:
     """Folder for decoded/tokenised caches: $CSE849_CACHE, else .cache/ in the repo (git-ignored)."""
     path = Path(os.environ.get(CACHE_ENV) or _REPO_ROOT / ".cache").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"${CACHE_ENV}={path}: a file, not a folder; point it at a folder (or unset it)") from None
+    except OSError as err:
+        raise UserError(f"${CACHE_ENV}={path}: cannot make the cache folder ({err.strerror})") from None
     return path

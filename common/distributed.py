@@ -7,6 +7,7 @@ rate needs no rescaling and N processes optimise the same objective as one.
 """
 
 import os
+import shlex
 import sys
 
 import torch
@@ -14,6 +15,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from common.cli import shown_path
 from common.device import select_device
 from common.errors import UserError
 
@@ -49,6 +51,10 @@ def setup(device_name: str = "auto") -> torch.device:
         torch.cuda.set_device(device)
     elif device.type == "mps":
         raise UserError("torchrun on mps is not supported; use --device cpu")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK") if name not in os.environ]
+    if missing:  # RANK and WORLD_SIZE left in the environment, but no torchrun around this process
+        raise UserError(f"RANK and WORLD_SIZE are set but {', '.join(missing)} are not: start the script with "
+                        "torchrun, or unset RANK and WORLD_SIZE to run as one process")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
 
@@ -98,6 +104,8 @@ def shard(order: Tensor, *, pad: bool) -> Tensor:
 
 
 def launch_command(script: str) -> str:
-    """The command line that started this run, as the user typed it (torchrun included)."""
+    """The command line that started this run (torchrun included) as typed from the repository root:
+    absolute paths inside the repository are written relative to it."""
     launcher = f"torchrun --nproc_per_node={world_size()} " if world_size() > 1 else "python "
-    return launcher + script + "".join(f" {arg}" for arg in sys.argv[1:])
+    args = [shlex.quote(shown_path(arg) if arg.startswith("/") else arg) for arg in sys.argv[1:]]
+    return launcher + " ".join([script, *args])

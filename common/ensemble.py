@@ -51,11 +51,17 @@ def mean_throughput(histories: list[dict[str, list[float]]]) -> float:
     return sum(rates) / len(rates)
 
 
+COMPACT_CHECKPOINT = "model_int8.pt"  # the copy small enough for git, where model.pt is not
+
+
 def write_training_record(out: Path, model: nn.Module, histories: list[dict], *, kind: str, config: dict,
-                          plot_name: str, title: str) -> None:
-    """history.json (the members' epochs one after another), model.pt, and each member's curves."""
+                          plot_name: str, title: str, compact: bool = False) -> None:
+    """history.json (the members' epochs one after another), model.pt (and, if `compact`, its int8 copy
+    COMPACT_CHECKPOINT), and each member's curves."""
     write_json(out / "history.json", join_histories(histories))
     save_checkpoint(out / "model.pt", kind=kind, model=model, config=config)
+    if compact:
+        save_checkpoint(out / COMPACT_CHECKPOINT, kind=kind, model=model, config=config, compact=True)
     plot_member_histories(histories, ["loss", "acc"], out / plot_name, title=title)
 
 

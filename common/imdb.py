@@ -2,6 +2,7 @@
 data dir (extracted once into the cache), else downloaded; read as texts and 0/1 labels."""
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -16,6 +17,9 @@ from common.data_dir import cache_dir
 from common.errors import DataNotFoundError, UserError
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"  # of the archive at URL
+MAX_REVIEW_BYTES = 1_000_000  # per archive member: IMDB's longest review is about 14 kB
+MAX_EXTRACTED_BYTES = 500_000_000  # all members together: the 50,000 labelled reviews are about 65 MB
 CLASSES = ["neg", "pos"]  # label 0, label 1
 SPLITS = ("train", "test")
 MOVIE_BLOCK = 250  # review ids per group in Reviews.groups
@@ -57,7 +61,7 @@ def load_imdb(data_dir: str | os.PathLike, split: str, *, download: bool = True)
         files = sorted(folder.glob("*.txt"))
         if not files:
             raise UserError(f"{folder}: holds no .txt reviews")
-        texts += [path.read_text(encoding="utf-8", errors="replace") for path in files]
+        texts += [_read_review(path) for path in files]
         labels += [label] * len(files)
         groups += [label * 10**9 + _review_id(path, i) // MOVIE_BLOCK for i, path in enumerate(files)]
     return Reviews(texts, torch.tensor(labels), torch.tensor(groups))
@@ -83,20 +87,67 @@ def find_imdb(data_dir: Path, split: str, *, download: bool = True) -> Path:
 
 
 def _extract(archive: Path) -> Path:
-    """Extract `archive` (its train/test reviews only) into the cache once; returns its aclImdb folder."""
-    stat = archive.stat()
-    key = hashlib.sha1(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / f"imdb-{key}"
-    done = target / ".complete"
-    if not done.exists():
-        try:
-            with tarfile.open(archive) as tar:
-                wanted = [m for m in tar if _is_review(m.name)]
-                tar.extractall(target, members=wanted, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise UserError(f"{archive}: not a readable .tar.gz archive ({err})") from None
-        done.touch()
+    """Extract `archive` (its train/test reviews only, each a regular file of at most MAX_REVIEW_BYTES,
+    MAX_EXTRACTED_BYTES in all) into the cache once, keyed on the archive's bytes; returns its aclImdb
+    folder. The folder's `.complete` manifest (each review's size) is checked before it is used again."""
+    digest = hashlib.sha256()
+    try:
+        with open(archive, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise UserError(f"{archive}: cannot read ({err.strerror})") from None
+    target = cache_dir() / f"imdb-{digest.hexdigest()[:24]}"
+    manifest = target / ".complete"
+    if _matches_manifest(target, manifest):
+        return target / "aclImdb"
+    shutil.rmtree(target, ignore_errors=True)
+    sizes = {}
+    try:
+        with tarfile.open(archive) as tar:
+            wanted = [m for m in tar if _is_review(m.name)]
+            for member in wanted:
+                if not member.isfile():
+                    kind = ("link" if member.issym() or member.islnk() else "folder" if member.isdir()
+                            else "special file")
+                    raise UserError(f"{archive}: {member.name} is a {kind}, where a review file belongs; "
+                                    "refused (an aclImdb archive holds only plain files there)")
+                if member.size > MAX_REVIEW_BYTES:
+                    raise UserError(f"{archive}: {member.name} is {member.size / 1e6:.0f} MB; a review is under "
+                                    f"{MAX_REVIEW_BYTES / 1e6:g} MB, so the archive is refused")
+                sizes[member.name] = member.size
+            if sum(sizes.values()) > MAX_EXTRACTED_BYTES:
+                raise UserError(f"{archive}: its reviews add up to {sum(sizes.values()) / 1e6:.0f} MB, over "
+                                f"the {MAX_EXTRACTED_BYTES / 1e6:g} MB an aclImdb archive needs; refused")
+            tar.extractall(target, members=wanted, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        shutil.rmtree(target, ignore_errors=True)
+        raise UserError(f"{archive}: not a readable .tar.gz archive ({err})") from None
+    except UserError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    manifest.write_text(json.dumps(sizes))
     return target / "aclImdb"
+
+
+def _matches_manifest(target: Path, manifest: Path) -> bool:
+    """Whether an extracted folder holds exactly the review files its manifest lists, at their sizes."""
+    try:
+        sizes = json.loads(manifest.read_text())
+        return all((target / name).is_file() and (target / name).stat().st_size == size
+                   for name, size in sizes.items()) and len(sizes) == sum(
+                       1 for _ in (target / "aclImdb").glob("*/*/*.txt"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def _read_review(path: Path) -> str:
+    """One review file's text; a folder or a file over MAX_REVIEW_BYTES is a UserError."""
+    if not path.is_file():
+        raise UserError(f"{path}: not a file, where a review belongs")
+    if path.stat().st_size > MAX_REVIEW_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size / 1e6:.0f} MB; a review is under {MAX_REVIEW_BYTES / 1e6:g} MB")
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def _review_id(path: Path, position: int) -> int:
@@ -113,15 +164,26 @@ def _is_review(name: str) -> bool:
 
 
 def _download(data_dir: Path) -> bool:
-    """Fetch the official archive into `data_dir`; False (quietly) when the network is unavailable."""
-    target = data_dir / Path(URL).name
+    """Fetch the official archive into `data_dir`, checked against its length and SHA256 before it
+    takes its name; False (quietly) when the network is unavailable. A bad download is deleted."""
+    target, part = data_dir / Path(URL).name, data_dir / (Path(URL).name + ".part")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         print(f"downloading {URL} to {target} ...", flush=True)
-        with urllib.request.urlopen(URL, timeout=60) as response, open(target.with_suffix(".part"), "wb") as f:
-            shutil.copyfileobj(response, f)
+        digest, received = hashlib.sha256(), 0
+        with urllib.request.urlopen(URL, timeout=60) as response, open(part, "wb") as file:
+            expected = int(response.headers.get("Content-Length") or -1)
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                file.write(block)
+                received += len(block)
     except OSError:
-        target.with_suffix(".part").unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         return False
-    target.with_suffix(".part").rename(target)
+    if digest.hexdigest() != SHA256 or (expected >= 0 and received != expected):
+        part.unlink(missing_ok=True)
+        raise UserError(f"the download from {URL} is not the IMDB archive ({received} bytes, SHA256 "
+                        f"{digest.hexdigest()[:12]}..., expected {SHA256[:12]}...; a proxy or login page?); "
+                        "it was deleted. Download it by hand into the data folder")
+    part.rename(target)
     return True

@@ -1,4 +1,5 @@
-"""Reproducibility: one call seeds python, numpy and torch; loaders get their own seeded generator."""
+"""Reproducibility: one call seeds python, numpy and torch; loaders get their own seeded generator;
+the accelerator's random state, saved and restored with a checkpoint."""
 
 import random
 
@@ -17,3 +18,21 @@ def seed_everything(seed: int) -> torch.Generator:
 def make_generator(seed: int) -> torch.Generator:
     """A CPU `torch.Generator` seeded with `seed`, independent of the global RNG."""
     return torch.Generator().manual_seed(seed)
+
+
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The random state of the accelerator `device` draws from (dropout, augmentation on the GPU), or
+    None on the CPU, whose state `torch.get_rng_state` holds."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return None
+
+
+def set_device_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    """Restore a state `device_rng_state(device)` returned."""
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import nltk
 import numpy as np
 from nltk.tokenize import RegexpTokenizer
 
@@ -46,18 +47,24 @@ class Corpus:
                            minlength=len(self.words))
 
 
+# Everything that shapes `tokenize`'s output, in the token cache's key (bump the version with its code).
+TOKENIZER_SETTINGS = f"v2|{TOKEN_PATTERN}|{_MARKUP.pattern}|lower|html.unescape|nltk {nltk.__version__}"
+
+
 def tokenize_corpus(texts: Sequence[str], *, desc: str = "tokenizing", quiet: bool = False) -> Corpus:
-    """Tokenize `texts`, cached on disk by their content, so a second run skips the tokenizer."""
-    digest = hashlib.sha256(TOKEN_PATTERN.encode())
+    """Tokenize `texts`, cached on disk under a key of their content and TOKENIZER_SETTINGS, so a
+    second run skips the tokenizer; a cache that does not fit the texts is rebuilt."""
+    digest = hashlib.sha256(TOKENIZER_SETTINGS.encode() + b"\0")
     for text in texts:
         digest.update(text.encode("utf-8", errors="replace") + b"\0")
-    cache = cache_dir() / f"tokens-{digest.hexdigest()[:20]}.npz"
+    cache = cache_dir() / f"tokens-{digest.hexdigest()[:24]}.npz"
     if cache.is_file():
         try:
-            with np.load(cache) as saved:
+            with np.load(cache, allow_pickle=False) as saved:
                 joined = saved["words"].tobytes().decode("utf-8")
-                words = joined.split("\n") if joined else []
-                return Corpus(words, saved["flat"], saved["offsets"])
+                corpus = Corpus(joined.split("\n") if joined else [], saved["flat"], saved["offsets"])
+            if _is_corpus_of(corpus, len(texts)):
+                return corpus
         except Exception:
             pass  # a damaged cache is rebuilt below
     index: dict[str, int] = {}
@@ -71,6 +78,16 @@ def tokenize_corpus(texts: Sequence[str], *, desc: str = "tokenizing", quiet: bo
         words = np.frombuffer("\n".join(corpus.words).encode("utf-8"), dtype=np.uint8)  # tokens hold no spaces
         np.savez(f, words=words, flat=corpus.flat, offsets=corpus.offsets)
     return corpus
+
+
+def _is_corpus_of(corpus: Corpus, texts: int) -> bool:
+    """Whether a cached corpus is well formed for `texts` texts: int64 offsets from 0 to len(flat), never
+    decreasing, one more than the texts; int32 ids that index its words."""
+    flat, offsets = corpus.flat, corpus.offsets
+    return (offsets.dtype == np.int64 and offsets.shape == (texts + 1,) and flat.dtype == np.int32
+            and flat.ndim == 1 and offsets[0] == 0 and offsets[-1] == len(flat)
+            and bool(np.all(np.diff(offsets) >= 0))
+            and (len(flat) == 0 or (0 <= int(flat.min()) and int(flat.max()) < len(corpus.words))))
 
 
 class Vocab:

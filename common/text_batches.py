@@ -31,11 +31,12 @@ class TextBatches:
 
     Training: a seeded shuffle, then texts of similar length grouped into batches within pools of
     `pool` batches, batch order shuffled. Evaluation: sorted by length. With `shard`, each torchrun
-    process takes its part of every batch, so `batch_size` is the global batch size."""
+    process takes its part of every batch, so `batch_size` is the global batch size. With `pin`, batches
+    come in pinned memory, so their copy to a CUDA device can overlap the step before."""
 
     def __init__(self, sequences: Sequence[np.ndarray], labels: Tensor, *, batch_size: int,
                  max_len: int, head: int, train: bool, seed: int = 0, shard: bool = False,
-                 pool: int = 50):
+                 pool: int = 50, pin: bool = False):
         if len(sequences) != len(labels):
             raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
         if not 0 <= head <= max_len:
@@ -44,6 +45,7 @@ class TextBatches:
         self.lengths = np.array([len(ids) for ids in self.sequences])
         self.labels = labels
         self.batch_size, self.train, self.seed, self.shard, self.pool = batch_size, train, seed, shard, pool
+        self.pin = pin
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -73,4 +75,5 @@ class TextBatches:
                 index = shard(torch.from_numpy(index), pad=self.train).numpy()
                 if len(index) == 0:
                     continue
-            yield pad_batch([self.sequences[i] for i in index]), self.labels[torch.from_numpy(index)]
+            ids, labels = pad_batch([self.sequences[i] for i in index]), self.labels[torch.from_numpy(index)]
+            yield (ids.pin_memory(), labels.pin_memory()) if self.pin else (ids, labels)

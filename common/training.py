@@ -1,5 +1,6 @@
-"""The training loop shared by hw0, hw3 and hw4: epochs over train/val loaders, a per-epoch history,
-progress bars, bf16 autocast, an atomic per-epoch checkpoint and `--resume` from it.
+"""The training loop shared by every homework: epochs over train/val loaders, a per-epoch history,
+progress bars, bf16 or fp16 autocast (fp16 with a gradient scaler), an atomic per-epoch checkpoint
+and `--resume` from it.
 
 Under torchrun the epoch totals are summed over processes and only rank 0 prints and writes."""
 
@@ -15,10 +16,11 @@ from tqdm import tqdm
 
 from common.atomic_io import write_json
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from common.device import autocast
+from common.device import autocast, gradient_scaler
 from common.distributed import all_reduce_sum, is_main, unwrap
 from common.errors import TrainingDiverged, UserError
 from common.progress import progress
+from common.seeding import device_rng_state, set_device_rng_state
 
 MetricFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> batch mean
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -41,15 +43,17 @@ class Checkpointing:
 def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: torch.device,
               precision: str = "fp32", metrics: dict[str, MetricFn] | None = None,
               optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-              grad_clip: float | None = None, progress: tqdm | None = None) -> dict[str, float]:
-    """One pass over `loader` (batches are `(*inputs, target)`): trains if given an optimizer, else
-    evaluates without gradients. Returns the loss and metrics averaged over samples, and `samples`."""
+              grad_clip: float | None = None, progress: tqdm | None = None,
+              scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over `loader` (batches are `(*inputs, target)`): trains if given an optimizer (through
+    `scaler` if given: fp16), else evaluates without gradients. Returns the loss and metrics averaged
+    over samples, `samples`, and with a scaler `skipped_steps` (steps it skipped for inf/nan gradients)."""
     training = optimizer is not None
     model.train(training)
     metrics = metrics or {}
     # Each step's loss and metrics stay on the device, to be summed and read once at the end: no step
     # waits on the host (except to show the loss on a progress bar).
-    losses, values, sizes, lrs = [], [], [], []
+    losses, values, sizes, lrs, skipped = [], [], [], [], 0
     with torch.set_grad_enabled(training):
         for batch in loader:
             *inputs, target = (t.to(device, non_blocking=True) for t in batch)
@@ -60,10 +64,20 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
             if training:
                 lrs.append(optimizer.param_groups[0]["lr"])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    if grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    optimizer.step()
+                else:  # fp16: backward on the scaled loss; a step with inf/nan gradients is skipped
+                    scale = scaler.get_scale()
+                    scaler.scale(loss).backward()
+                    if grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    skipped += scaler.get_scale() < scale  # the scale backs off after each skipped step
                 if scheduler is not None:
                     scheduler.step()
             losses.append(loss.detach())
@@ -94,7 +108,8 @@ def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: to
     if totals[0] == 0:
         raise UserError("a data loader produced no batches (is the dataset empty?)")
     means = (totals[1:-1] / totals[0]).tolist()
-    return {**dict(zip(["loss", *metrics], means)), "samples": int(totals[0])}
+    result = {**dict(zip(["loss", *metrics], means)), "samples": int(totals[0])}
+    return result if scaler is None else {**result, "skipped_steps": skipped}
 
 
 def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: torch.device,
@@ -131,12 +146,14 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
 
     With `checkpointing`, the full training state is saved atomically after every epoch, and
     `checkpointing.resume` continues from it. A loader with `set_epoch` gets it called each epoch.
+    In fp16 the history also counts each epoch's `skipped_steps`.
     """
     metrics = metrics or {}
     history: dict[str, list[float]] = {"epoch": [], "lr": [], "seconds": [], "samples_per_second": []}
+    scaler = gradient_scaler(device, precision)
     start = 0
     if checkpointing is not None and checkpointing.resume:
-        start, history = _restore(checkpointing, model, optimizer, scheduler)
+        start, history = _restore(checkpointing, model, optimizer, scheduler, scaler, device)
     quiet = quiet or not is_main()
     for epoch in range(start + 1, epochs + 1):
         if hasattr(train_loader, "set_epoch"):
@@ -148,7 +165,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
             try:
                 train = run_epoch(model, train_loader, loss_fn, device=device, precision=precision,
                                   metrics=metrics, optimizer=optimizer, scheduler=scheduler,
-                                  grad_clip=grad_clip, progress=bar)
+                                  grad_clip=grad_clip, progress=bar, scaler=scaler)
             except TrainingDiverged as err:
                 kept = (f"the checkpoint after epoch {epoch - 1} is kept in {checkpointing.path}"
                         if checkpointing is not None and epoch > 1 else "nothing was saved")
@@ -156,14 +173,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
                                        "Try a lower --lr.") from None
         train_seconds = time.perf_counter() - began
         samples = train.pop("samples")
+        skipped = {"skipped_steps": train.pop("skipped_steps")} if scaler is not None else {}
         val = {} if val_loader is None else evaluate(
             model, val_loader, loss_fn, device=device, precision=precision, metrics=metrics)
         seconds = time.perf_counter() - began
         _record(history, epoch=epoch, lr=lr, seconds=seconds,
-                samples_per_second=samples / train_seconds,
+                samples_per_second=samples / train_seconds, **skipped,
                 **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()})
         if checkpointing is not None and is_main():
-            _save(checkpointing, model, optimizer, scheduler, epoch, history)
+            _save(checkpointing, model, optimizer, scheduler, scaler, device, epoch, history)
         if history_path is not None and is_main():
             write_json(history_path, history)
         if not quiet:
@@ -185,17 +203,18 @@ def _epoch_line(history: dict[str, list[float]], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _save(spec: Checkpointing, model, optimizer, scheduler, epoch: int,
+def _save(spec: Checkpointing, model, optimizer, scheduler, scaler, device: torch.device, epoch: int,
           history: dict[str, list[float]]) -> None:
     save_checkpoint(
         spec.path, kind=spec.kind, model=unwrap(model), config=spec.config, settings=spec.settings,
         epoch=epoch, history=history, optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict() if scheduler is not None else None,
-        torch_rng=torch.get_rng_state(),
+        scaler=scaler.state_dict() if scaler is not None else None,
+        torch_rng=torch.get_rng_state(), device_rng=device_rng_state(device),
     )
 
 
-def _restore(spec: Checkpointing, model, optimizer, scheduler) -> tuple[int, dict]:
+def _restore(spec: Checkpointing, model, optimizer, scheduler, scaler, device: torch.device) -> tuple[int, dict]:
     if not Path(spec.path).is_file():
         raise UserError(f"--resume: no checkpoint at {spec.path}; run once without --resume first")
     state = load_checkpoint(spec.path, kind=spec.kind,
@@ -210,7 +229,11 @@ def _restore(spec: Checkpointing, model, optimizer, scheduler) -> tuple[int, dic
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("device_rng") is not None:
+        set_device_rng_state(device, state["device_rng"])
     if is_main():
         print(f"resumed from {spec.path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"]

@@ -13,6 +13,7 @@ from common.atomic_io import staged_folder, write_text
 from common.checkpoint import save_checkpoint
 from common.cli import add_training_args, finite, make_parser, positive, report_written, run
 from common.device import select_device
+from common.distributed import launch_command
 from common.plotting import new_figure, plot_curves, plot_scatter_fit, save_figure
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
@@ -72,9 +73,9 @@ def main() -> None:
     parser = make_parser(__doc__, "hw0/results", data=False)
     parser.add_argument("--alpha", type=finite, default=2.0, help="true slope")
     parser.add_argument("--beta", type=finite, default=1.0, help="true intercept")
-    parser.add_argument("--n-train", type=positive(), default=10_000)
-    parser.add_argument("--n-val", type=positive(), default=2_000)
-    parser.add_argument("--n-test", type=positive(), default=2_000)
+    parser.add_argument("--n-train", type=positive(), default=10_000, help="training points drawn")
+    parser.add_argument("--n-val", type=positive(), default=2_000, help="validation points drawn")
+    parser.add_argument("--n-test", type=positive(), default=2_000, help="test points drawn")
     parser.add_argument("--model-seed", type=int, default=1, help="seed of the weight initialisation")
     parser.add_argument("--weight-decay", type=finite, default=0.01, help="AdamW decoupled weight decay")
     add_training_args(parser, epochs=20, batch_size=64, lr=0.02, resume=False)
@@ -111,7 +112,7 @@ def main() -> None:
             f"final val MSE     {history['val_loss'][-1]:.4f}",
             f"test MSE          {test_mse:.4f}",
             "",
-            "command: python hw0/q2.py " + " ".join(sys.argv[1:]),
+            f"command: {launch_command('hw0/q2.py')}",
             "",
         ]))
 

@@ -5,6 +5,7 @@ so the choice is never the edge of what was tried; then the choice is trained wi
 import csv
 import io
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -18,7 +19,8 @@ from common.checkpoint import save_checkpoint
 from common.cli import make_parser, probability, report_written, run
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
-from common.device import select_device
+from common.device import machine_class, select_device
+from common.distributed import launch_command
 from common.errors import UserError
 from common.plotting import new_figure, plot_scatter_fit, save_figure
 from common.progress import progress
@@ -137,6 +139,7 @@ def predict_values(model: nn.Module, x: torch.Tensor, device: torch.device) -> t
 
 
 def main() -> None:
+    began = time.perf_counter()
     parser = make_parser(__doc__, "hw0/results")
     for axis, ladder in LADDERS.items():
         parser.add_argument(f"--{axis.replace('_', '-')}", type=float if axis == "lr" else int,
@@ -216,7 +219,8 @@ def main() -> None:
             "val_mse_by_seed": {str(s): v for v, s, _ in results},
             "val_mse_mean": val_all.mean().item(), "val_mse_std": spread,
             "best_seed": seed, "best_val_mse": val_mse,
-            "command": "python hw0/q3.py " + " ".join(sys.argv[1:]),
+            "wall_seconds": time.perf_counter() - began, "machine_class": machine_class(device),
+            "command": launch_command("hw0/q3.py"),
         })
 
 

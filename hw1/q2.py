@@ -5,6 +5,7 @@ the same way (same initial weights, batches, torch.optim rule and schedule) for 
 
 import math
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -17,7 +18,8 @@ from common.atomic_io import staged_folder, write_json, write_text
 from common.cli import make_parser, positive, report_written, run
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
-from common.device import select_device
+from common.device import machine_class, select_device
+from common.distributed import launch_command
 from common.errors import UserError
 from common.plotting import new_figure, plot_curves, save_figure
 from common.progress import progress
@@ -144,9 +146,10 @@ def draw_map(mlp: MLP, x: Tensor, y: Tensor, path: Path, label: str) -> None:
 
 
 def main() -> None:
+    began = time.perf_counter()
     parser = make_parser(__doc__, "hw1/results")
-    parser.add_argument("--epochs", type=positive(), default=200)
-    parser.add_argument("--batch-size", type=positive(), default=32)
+    parser.add_argument("--epochs", type=positive(), default=200, help="passes over the training points")
+    parser.add_argument("--batch-size", type=positive(), default=32, help="points per step")
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                         help="the update rule, written by hand in hw1/layers.py")
     parser.add_argument("--lrs", type=positive(float), nargs="+", default=[0.001, 0.003, 0.01, 0.03],
@@ -225,7 +228,8 @@ def main() -> None:
             "train_mse_last_epoch": {"hand_written": history["train_loss"][-1],
                                      "torch_nn": twin_history["train_loss"][-1]},
             "val_max_abs_prediction_difference": gap,
-            "command": "python hw1/q2.py " + " ".join(sys.argv[1:]),
+            "wall_seconds": time.perf_counter() - began, "machine_class": machine_class(device),
+            "command": launch_command("hw1/q2.py"),
         })
 
 

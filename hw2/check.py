@@ -15,6 +15,7 @@ from torch import Tensor
 
 from common.atomic_io import staged_folder, write_text
 from common.cli import make_parser, positive, report_written, run
+from common.device import machine_class
 from common.seeding import make_generator
 from hw2.batchnorm import BatchNormFunction, batchnorm_backward, batchnorm_backward_graph, batchnorm_forward
 
@@ -148,7 +149,7 @@ def main() -> None:
               f"largest finite-difference error: {worst_fd:.1e} (threshold {FD_TOLERANCE:g}): "
               f"{'PASS' if worst_fd < FD_TOLERANCE else 'FAIL'}",
               f"forward+backward, float32, {TIMING_SHAPE}, {args.repeats} runs each on "
-              f"{torch.get_num_threads()} threads: fastest hand-written {ms(hand_s, min)}, PyTorch "
+              f"{machine_class(torch.device('cpu'))}: fastest hand-written {ms(hand_s, min)}, PyTorch "
               f"{ms(torch_s, min)}, ratio {min(hand_s) / min(torch_s):.2f}; median hand-written "
               f"{ms(hand_s, statistics.median)}, PyTorch {ms(torch_s, statistics.median)}, ratio "
               f"{statistics.median(hand_s) / statistics.median(torch_s):.2f}"]

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from common.atomic_io import staged_folder, write_json
-from common.cifar import FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
+from common.cifar import FORMAT_HELP, FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
 from common.cli import finite, make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
-from common.device import select_device
+from common.device import machine_class, select_device
+from common.distributed import launch_command
 from common.metrics import accuracy
 from common.plotting import new_figure, save_figure
 from common.schedules import warmup_linear_decay
@@ -73,8 +74,8 @@ def plot_effect(histories: dict[str, dict[str, list[float]]], path: Path, title:
 def main() -> None:
     began = time.perf_counter()
     parser = make_parser(__doc__, "hw2/results")
-    parser.add_argument("--epochs", type=positive(), default=8)
-    parser.add_argument("--batch-size", type=positive(), default=128)
+    parser.add_argument("--epochs", type=positive(), default=8, help="passes over the training images")
+    parser.add_argument("--batch-size", type=positive(), default=128, help="images per step")
     parser.add_argument("--lr", type=positive(float), default=0.1,
                         help="SGD step size at the start, decaying linearly to 0")
     parser.add_argument("--momentum", type=finite, default=0.9, help="SGD momentum")
@@ -84,7 +85,7 @@ def main() -> None:
                         help="CIFAR-10 training images used (spread evenly over the classes)")
     parser.add_argument("--val-size", type=positive(), default=2_000,
                         help="of those, held out for validation")
-    parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
+    parser.add_argument("--dataset-format", default="auto", choices=FORMATS, help=FORMAT_HELP)
     args = parser.parse_args()
 
     device = select_device(args.device)
@@ -136,7 +137,7 @@ def main() -> None:
             "hand_vs_pytorch_bn_first_batch_float64_max_difference": first_gap,
             "hand_vs_pytorch_bn_max_curve_difference": curve_gap,
             "histories": histories, "wall_seconds": time.perf_counter() - began,
-            "command": "python hw2/train.py " + " ".join(sys.argv[1:]),
+            "machine_class": machine_class(device), "command": launch_command("hw2/train.py"),
         })
 
 

@@ -4,12 +4,14 @@ their checkpoint kind, loading, and test-time augmentation.
 `build_model(config)` rebuilds either, or an ensemble of several, from the `config` stored in a checkpoint.
 """
 
+import math
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from common import checkpoint
+from common.checkpoint import names, whole
 from common.ensemble import ensemble
 from common.errors import UserError
 
@@ -109,10 +111,29 @@ def build_network(config: dict) -> nn.Module:
     return MODELS[name](widths=tuple(config["widths"]), num_classes=config.get("num_classes", 10))
 
 
+def config_problem(config: dict) -> str | None:
+    """What is wrong with a checkpoint's config (types and ranges), or None."""
+    if config["model"] not in MODELS:
+        return f"model {config['model']!r} is not one of {', '.join(MODELS)}"
+    widths = config["widths"]
+    if not (isinstance(widths, list) and 1 <= len(widths) <= 5 and all(whole(w, 1, 2048) for w in widths)):
+        return "widths must be a list of 1 to 5 channel counts, each 1 to 2048"
+    if not names(config["classes"], 2, 1000):
+        return "classes must be a list of 2 to 1000 names"
+    for key in ("mean", "std"):
+        values = config[key]
+        if not (isinstance(values, list) and len(values) == 3
+                and all(isinstance(v, float) and math.isfinite(v) and (key == "mean" or v > 0) for v in values)):
+            return f"{key} must be 3 finite numbers" + (" above 0" if key == "std" else "")
+    if config["tta"] not in (0, 1, 2) or not whole(config.get("members", 1), 1, 16):
+        return "tta must be 0, 1 or 2, and members 1 to 16"
+    return None
+
+
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The model and config stored in a hw3 checkpoint, ready for inference on `device`."""
     model, config = checkpoint.load_model(
-        path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
+        path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS, check=config_problem,
         build=lambda config: build_model({**config, "num_classes": len(config["classes"])}))
     return model.to(device).to(memory_format=torch.channels_last).eval(), config
 

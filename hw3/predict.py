@@ -1,5 +1,5 @@
 """hw3: print the top-3 CIFAR-10 classes with probabilities for image files (any size; resized to 32x32);
-with --explain, also draw where in each image the evidence for its top class lies."""
+with --explain-png, also draw where in each image the evidence for its top class lies."""
 
 import sys
 from pathlib import Path
@@ -7,27 +7,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.functional import resize
 
 from common.attribution import integrated_gradients
-from common.cifar import normalize
-from common.cli import make_parser, output_file, report_written, run
+from common.cifar import normalize, read_image
+from common.cli import (RepoPath, make_parser, png_file, positive, refuse_overwriting_inputs, repo_path,
+                        report_written, run)
 from common.device import select_device
-from common.errors import UserError
 from common.plotting import new_figure, save_figure
 from hw3.model import load_model, predict_logits
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """An image file as uint8 (3, 32, 32), resized with antialiasing if it is another size."""
-    try:
-        image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
-                             mode=ImageReadMode.RGB)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except Exception:
-        raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
+MAX_PIXELS = 25_000_000  # larger images are refused from their header, before decoding
+
+
+def read_input(path: Path) -> torch.Tensor:
+    """An image file of up to MAX_PIXELS as uint8 (3, 32, 32), resized with antialiasing if needed."""
+    image = read_image(path, max_pixels=MAX_PIXELS)
     return image if image.shape[1:] == (32, 32) else resize(image, [32, 32], antialias=True)
 
 
@@ -49,15 +45,18 @@ def plot_explanations(images: torch.Tensor, attributions: torch.Tensor, titles: 
 
 def main() -> None:
     parser = make_parser(__doc__, None, data=False)
-    parser.add_argument("images", type=Path, nargs="+", help="image files (jpg, png, ...)")
-    parser.add_argument("--checkpoint", type=Path, default=Path("hw3/results/model.pt"))
-    parser.add_argument("--top", type=int, default=3, help="how many classes to show")
-    parser.add_argument("--explain", type=output_file, metavar="OUT.png",
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
+    parser.add_argument("--checkpoint", type=repo_path, default=RepoPath("hw3/results/model.pt"),
+                        help="a model.pt or model_int8.pt that hw3/train.py wrote")
+    parser.add_argument("--top", type=positive(), default=3, help="how many classes to show, most likely first")
+    parser.add_argument("--explain-png", type=png_file, metavar="OUT.png",
                         help="also write each image beside a heat map of the evidence for its top class")
     args = parser.parse_args()
+    refuse_overwriting_inputs(args.explain_png, args.images, "--explain-png")
+    images = torch.stack([read_input(path) for path in args.images])  # all checked before any work
     device = select_device(args.device)
     model, config = load_model(args.checkpoint, device)
-    images = torch.stack([read_image(path) for path in args.images]).to(device)
+    images = images.to(device)
     batch = normalize(images, config["mean"], config["std"]).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         probabilities = predict_logits(model, batch, config["tta"]).float().softmax(dim=1)
@@ -65,7 +64,7 @@ def main() -> None:
     for path, values, indices in zip(args.images, top.values, top.indices):
         ranked = ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
         print(f"{path}: {ranked}")
-    if args.explain:
+    if args.explain_png:
         best = top.indices[:, 0]
 
         def top_class_score(x: torch.Tensor) -> torch.Tensor:  # log-probability of each image's top class
@@ -74,8 +73,8 @@ def main() -> None:
         attributions = integrated_gradients(top_class_score, batch)  # baseline 0: the training mean image
         titles = [f"{path.parent.name}/{path.name}: {config['classes'][i]} {p:.2f}" for path, i, p in
                   zip(args.images, best.tolist(), top.values[:, 0].tolist())]
-        plot_explanations(images, attributions, titles, args.explain)  # written atomically
-        report_written(args.explain)
+        plot_explanations(images, attributions, titles, args.explain_png)  # written atomically
+        report_written(args.explain_png)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from common.atomic_io import staged_folder
-from common.cifar import FLIPS, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10, split_train_val
-from common.cli import add_precision_arg, finite, make_parser, positive, report_written, run, settings_of
+from common.cifar import (FLIPS, FORMAT_HELP, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10,
+                          split_train_val)
+from common.cli import (add_force_arg, add_precision_arg, check_out_dir, finite, make_parser, positive,
+                        report_written, run, settings_of)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
@@ -96,15 +98,18 @@ def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
 def parse_args() -> argparse.Namespace:
     """The options, with the defaults of the recipe of `--model` (so `--help` shows them)."""
     parser = make_parser(__doc__, "hw3/results")
-    parser.add_argument("--model", default="cnn", choices=sorted(RECIPES))
+    parser.add_argument("--model", default="cnn", choices=sorted(RECIPES),
+                        help="cnn: the seed's three-conv net; airbench: the airbench-style net. The recipe "
+                             "options below default to this model's recipe (RECIPES in hw3/train.py): the "
+                             "defaults shown are those of the --model given, cnn's if none")
     parser.add_argument("--optimizer", choices=["adamw", "muon"],
                         help="adamw (one-cycle), or airbench94_muon's Muon (--model airbench)")
     parser.add_argument("--widths", type=positive(), nargs="+", help="channels per conv block")
-    parser.add_argument("--epochs", type=positive())
-    parser.add_argument("--batch-size", type=positive())
+    parser.add_argument("--epochs", type=positive(), help="passes over the training images, per member")
+    parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
     parser.add_argument("--lr", type=positive(float), help="peak learning rate (muon: the conv filters')")
-    parser.add_argument("--weight-decay", type=finite)
-    parser.add_argument("--label-smoothing", type=finite)
+    parser.add_argument("--weight-decay", type=finite, help="decoupled weight decay (muon: per example)")
+    parser.add_argument("--label-smoothing", type=finite, help="of the cross-entropy targets")
     parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
     parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
                         "alternate: a fixed half in odd epochs, the other half in even ones")
@@ -114,10 +119,12 @@ def parse_args() -> argparse.Namespace:
                         help="networks trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
     parser.add_argument("--val-size", type=int, default=5000,
                         help="training images held out for validation (0: train on all)")
-    parser.add_argument("--dataset-format", default="auto", choices=FORMATS)
+    parser.add_argument("--dataset-format", default="auto", choices=FORMATS, help=FORMAT_HELP)
     parser.add_argument("--limit", type=positive(), help="use only this many images per split (smoke runs)")
     add_precision_arg(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
+    add_force_arg(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last epoch's state in --out-dir/train_state/ (same options)")
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--model", default="cnn")
     model = first.parse_known_args()[0].model
@@ -128,6 +135,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     began = time.perf_counter()
     args = parse_args()
+    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force)  # before any work
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
     machine = report_machine(device, args.precision, show=is_main())
@@ -160,7 +168,8 @@ def main() -> None:
                                                                 if args.members > 1 else "")
                      + ": train" + (" and validation" if len(val) else ""))
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
-                                  plot_name="accuracy_plot.png", title=title)
+                                  plot_name="accuracy_plot.png", title=title,
+                                  compact=args.model == "airbench")  # its model.pt is too large for git
             write_test_results(report, cm, test, probabilities, out, {
                 "model": args.model, "widths": args.widths, "parameters": sum(p.numel() for p in model.parameters()),
                 "epochs": args.epochs, "settings": settings_of(args), "tta": args.tta,

@@ -7,8 +7,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
 from common.atomic_io import staged_folder
-from common.cli import add_eval_out_dir, add_precision_arg, make_parser, report_written, run, start_eval
+from common.cli import (RepoPath, add_eval_out_dir, add_precision_arg, make_parser, repo_path, report_written,
+                        run, shown_path, start_eval)
 from common.distributed import launch_command
+from common.ensemble import COMPACT_CHECKPOINT
 from common.imdb import load_imdb
 from hw4.model import load_model
 from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
@@ -17,7 +19,8 @@ from hw4.report import evaluate_test, mistakes_report, print_test_summary, write
 def main() -> None:
     parser = make_parser(__doc__, None)
     add_eval_out_dir(parser)
-    parser.add_argument("--checkpoint", type=Path, default=Path("hw4/results/model.pt"))
+    parser.add_argument("--checkpoint", type=repo_path, default=RepoPath(f"hw4/results/{COMPACT_CHECKPOINT}"),
+                        help="a model.pt or model_int8.pt that hw4/train.py wrote")
     add_precision_arg(parser)
     args = parser.parse_args()
     ev = start_eval(args, load_model)
@@ -27,7 +30,8 @@ def main() -> None:
     mistakes = mistakes_report(ev.model, ev.config, test, probabilities)
     with staged_folder(ev.out, announce=report_written) as stage:
         write_test_results(report, cm, stage, {
-            "checkpoint": str(args.checkpoint), **ev.machine, "command": launch_command("hw4/eval.py")}, mistakes)
+            "checkpoint": shown_path(args.checkpoint), **ev.machine, "command": launch_command("hw4/eval.py")},
+            mistakes)
     print_test_summary(report)
 
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common import checkpoint
+from common.checkpoint import names, whole
 from common.ensemble import ensemble
-from common.text import PAD_ID, UNK_ID
+from common.text import PAD, PAD_ID, UNK, UNK_ID
 
 CHECKPOINT_KIND = "hw4-imdb-transformer"
 CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
@@ -117,8 +118,30 @@ def build_classifier(config: dict) -> TransformerClassifier:
                                  max_len=config["max_len"], num_classes=len(config["classes"]))
 
 
+MAX_PARAMETERS = 200_000_000  # a checkpoint asking for more (800 MB of fp32) is refused before allocating
+
+
+def config_problem(config: dict) -> str | None:
+    """What is wrong with a checkpoint's config (types, ranges, the parameter count it implies), or None."""
+    if not names(config["vocab"], 2, 1_000_000) or config["vocab"][:2] != [PAD, UNK]:
+        return f"vocab must be a list of 2 to 1,000,000 words starting with {PAD}, {UNK}"
+    if not names(config["classes"], 2, 2):
+        return "classes must be a list of 2 names"
+    dim, heads, layers, ff_mult = config["dim"], config["heads"], config["layers"], config["ff_mult"]
+    if not (whole(dim, 1, 4096) and whole(heads, 1, dim) and dim % heads == 0 and whole(layers, 1, 64)
+            and whole(ff_mult, 1, 16) and whole(config.get("members", 1), 1, 16)):
+        return "dim 1-4096, heads dividing it, layers 1-64, ff_mult 1-16 and members 1-16 are required"
+    if not (whole(config["max_len"], 1, 65536) and whole(config["head"], 0, config["max_len"])
+            and isinstance(config["dropout"], float) and 0 <= config["dropout"] < 1):
+        return "max_len 1-65536, head 0-max_len and dropout in [0, 1) are required"
+    parameters = config.get("members", 1) * (len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
+    if parameters > MAX_PARAMETERS:
+        return f"it implies {parameters:,} parameters, over the {MAX_PARAMETERS:,} a hw4 model may have"
+    return None
+
+
 def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     """The model and config stored in a hw4 checkpoint, ready for inference on `device`."""
     model, config = checkpoint.load_model(path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
-                                          build=build_model)
+                                          check=config_problem, build=build_model)
     return model.to(device).eval(), config

@@ -1,5 +1,6 @@
 """hw4: print the predicted sentiment and its probability for review texts given as arguments or files;
-with --explain, also each review with its words marked by how far they pushed the decision."""
+with --explain (terminal) or --explain-png (figure), also each review with its words marked by how far
+they pushed the decision."""
 
 import sys
 from pathlib import Path
@@ -8,8 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 
 import torch
 
-from common.cli import make_parser, output_file, report_written, run
+from common.cli import (RepoPath, make_parser, png_file, positive, refuse_overwriting_inputs, repo_path,
+                        report_written, run)
 from common.device import select_device
+from common.ensemble import COMPACT_CHECKPOINT
 from common.errors import UserError
 from common.text import Vocab
 from common.text_batches import pad_batch
@@ -19,45 +22,67 @@ from hw4.model import load_model
 
 def main() -> None:
     parser = make_parser(__doc__, None, data=False)
-    parser.add_argument("texts", nargs="*", help="review texts (quote each one)")
-    parser.add_argument("--file", type=Path, action="append", default=[], help="a text file holding one review")
-    parser.add_argument("--checkpoint", type=Path, default=Path("hw4/results/model.pt"))
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="review texts (quote each one)")
+    parser.add_argument("--file", type=Path, action="append", default=[], metavar="FILE",
+                        help="a text file holding one review (repeat for more)")
+    parser.add_argument("--checkpoint", type=repo_path, default=RepoPath(f"hw4/results/{COMPACT_CHECKPOINT}"),
+                        help="a model.pt or model_int8.pt that hw4/train.py wrote")
+    parser.add_argument("--top", type=positive(), default=1, help="how many classes to show, most likely first")
     parser.add_argument("--explain", action="store_true",
                         help="also print each review with its words marked by how far they pushed the decision "
                              "(green/+ toward positive, red/- toward negative; colour only on a terminal)")
-    parser.add_argument("--explain-png", type=output_file, metavar="OUT.png",
-                        help="write the same as a figure (implies --explain)")
+    parser.add_argument("--explain-png", type=png_file, metavar="OUT.png",
+                        help="also write each review with its words marked as a figure")
     args = parser.parse_args()
-    texts = list(args.texts)
-    for path in args.file:
-        try:
-            texts.append(path.read_text(encoding="utf-8", errors="replace"))
-        except OSError as err:
-            raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    if not texts:
+    refuse_overwriting_inputs(args.explain_png, args.file, "--explain-png")
+    inputs = [(f'"{excerpt(text)}"', text) for text in args.texts]  # (how each is shown, its text)
+    inputs += [(str(path), read_text(path)) for path in args.file]
+    if not inputs:
         raise UserError("give a review text or --file FILE")
+    for name, text in inputs:
+        if not text.strip():
+            print(f"warning: {name} holds no words; its score is the model's lean on an empty review",
+                  file=sys.stderr)
     device = select_device(args.device)
     model, config = load_model(args.checkpoint, device)
     vocab = Vocab(config["vocab"])
-    readings = [read_review(text, vocab, config["max_len"], config["head"]) for text in texts]
+    readings = [read_review(text, vocab, config["max_len"], config["head"]) for _, text in inputs]
     with torch.no_grad():
         probabilities = model(pad_batch([r.ids for r in readings]).to(device)).float().softmax(dim=1).cpu()
-    labels = probabilities.argmax(dim=1).tolist()
-    titles = [f"{config['classes'][label]} {p[label]:.3f}" for p, label in zip(probabilities, labels)]
-    for title, text in zip(titles, texts):
-        print(f"{title}  {excerpt(text)}")
+    top = probabilities.topk(min(args.top, probabilities.shape[1]), dim=1)
+    for (name, _), values, indices in zip(inputs, top.values, top.indices):
+        ranked = zip(values.tolist(), indices.tolist())
+        print(f"{name}: " + ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in ranked))
     if args.explain or args.explain_png:
         scores = [word_attributions(model, r.ids, target=1) for r in readings]  # toward classes[1], positive
+        labels = top.indices[:, 0].tolist()
+        titles = [f"{config['classes'][label]} {p[label]:.3f}" for p, label in zip(probabilities, labels)]
+    if args.explain:
         show = as_ansi if sys.stdout.isatty() else as_markers
         for title, reading, score in zip(titles, readings, scores):
             print(f"\n{title}  (the words' push toward {config['classes'][1]}: {float(score.sum()):+.2f} log-odds)\n"
                   f"{show(reading, score)}")
-        if args.explain_png:
-            negative, positive = config["classes"]
-            plot_words(readings, scores, [f"{t}  {excerpt(x)}" for t, x in zip(titles, texts)],
-                       f"integrated gradients: green pushed toward {positive}, red toward {negative}; "
-                       "the darker, the larger against the review's strongest word", args.explain_png)
-            report_written(args.explain_png)
+    if args.explain_png:
+        negative, positive_class = config["classes"]
+        plot_words(readings, scores, [f"{t}  {name}" for t, (name, _) in zip(titles, inputs)],
+                   f"integrated gradients: green pushed toward {positive_class}, red toward {negative}; "
+                   "the darker, the larger against the review's strongest word", args.explain_png)
+        report_written(args.explain_png)
+
+
+MAX_REVIEW_BYTES = 1_000_000  # IMDB's longest review is about 14 kB
+
+
+def read_text(path: Path) -> str:
+    """A review file of up to MAX_REVIEW_BYTES, as text; a larger one is refused before it is read."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_REVIEW_BYTES + 1)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    if len(data) > MAX_REVIEW_BYTES:
+        raise UserError(f"{path}: over {MAX_REVIEW_BYTES // 1_000_000} MB; a review file must be smaller")
+    return data.decode("utf-8", errors="replace")
 
 
 def excerpt(text: str, length: int = 70) -> str:

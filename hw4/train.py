@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from common.atomic_io import staged_folder
-from common.cli import add_precision_arg, finite, make_parser, positive, report_written, run, settings_of
+from common.cli import (add_force_arg, add_precision_arg, check_out_dir, finite, make_parser, positive,
+                        report_written, run, settings_of)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
@@ -58,29 +59,31 @@ MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
 def parse_args() -> argparse.Namespace:
     """The options, with RECIPE's defaults."""
     parser = make_parser(__doc__, "hw4/results")
-    parser.add_argument("--epochs", type=positive())
+    parser.add_argument("--epochs", type=positive(), help="passes over the training reviews, per member")
     parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
     parser.add_argument("--lr", type=positive(float), help="peak learning rate")
-    parser.add_argument("--weight-decay", type=finite)
+    parser.add_argument("--weight-decay", type=finite, help="AdamW's, on weight matrices only")
     parser.add_argument("--warmup", type=finite, help="fraction of steps spent warming up")
-    parser.add_argument("--label-smoothing", type=finite)
+    parser.add_argument("--label-smoothing", type=finite, help="of the cross-entropy targets")
     parser.add_argument("--max-len", type=positive(), help="tokens kept per review")
     parser.add_argument("--head", type=int,
                         help="of those, how many from the start of a long review (the rest from its end)")
     parser.add_argument("--min-count", type=positive(), help="rarest word kept in the vocabulary")
     parser.add_argument("--max-vocab", type=positive(), help="vocabulary size cap")
     parser.add_argument("--dim", type=positive(), help="model width")
-    parser.add_argument("--layers", type=positive())
-    parser.add_argument("--heads", type=positive())
+    parser.add_argument("--layers", type=positive(), help="Transformer blocks")
+    parser.add_argument("--heads", type=positive(), help="attention heads per block")
     parser.add_argument("--ff-mult", type=positive(), help="feed-forward width / model width")
-    parser.add_argument("--dropout", type=finite)
+    parser.add_argument("--dropout", type=finite, help="on embeddings, each block's branches and the pooled vector")
     parser.add_argument("--members", type=positive(),
                         help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
     parser.add_argument("--val-size", type=int, default=2500,
                         help="training reviews held out for validation, by whole movies (0: train on all)")
     parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
     add_precision_arg(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
+    add_force_arg(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last epoch's state in --out-dir/train_state/ (same options)")
     parser.set_defaults(**asdict(RECIPE))
     return parser.parse_args()
 
@@ -88,6 +91,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     began = time.perf_counter()
     args = parse_args()
+    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force)  # before any work
     if not 0 <= args.head <= args.max_len:
         raise UserError(f"--head {args.head} must be between 0 and --max-len {args.max_len}")
 
@@ -109,7 +113,7 @@ def main() -> None:
     def batches(index: torch.Tensor, train: bool, seed: int = args.seed) -> TextBatches:
         return TextBatches([ids[i] for i in index.tolist()], reviews.labels[index], train=train, shard=True,
                            batch_size=args.batch_size if train else 256, max_len=args.max_len,
-                           head=args.head, seed=seed)
+                           head=args.head, seed=seed, pin=device.type == "cuda")
     val_loader = batches(val_idx, False) if len(val_idx) else None
 
     config = {"vocab": vocab.words, "classes": CLASSES, "members": args.members,
@@ -132,7 +136,8 @@ def main() -> None:
                      + (f"; {args.members} members trained in turn" if args.members > 1 else "")
                      + "): train and validation")
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
-                                  plot_name="training_curves.png", title=title)
+                                  plot_name="training_curves.png", title=title,
+                                  compact=True)  # model.pt is too large for git; model_int8.pt is not
             write_test_results(report, cm, out, {
                 "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
                 "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),

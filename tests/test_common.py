@@ -20,7 +20,7 @@ from common.metrics import accuracy, classification_report, confusion_matrix, pr
 from common.plotting import plot_confusion_matrix, plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
-from tests.conftest import run_subprocess
+from tests.conftest import ROOT, run_subprocess
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +31,7 @@ def test_data_dir_prefers_argument_then_env_then_default(monkeypatch, tmp_path):
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert resolve_data_dir() == tmp_path / "env"
     monkeypatch.delenv("CSE849_DATA")
-    assert resolve_data_dir() == Path("data")
+    assert resolve_data_dir() == ROOT / "data"  # inside the repository, whatever the current folder
 
 
 def test_missing_data_file_names_the_path_and_the_fix(tmp_path):
@@ -255,3 +255,41 @@ def test_a_script_started_as_a_user_would_fails_in_one_line_without_a_traceback(
     result = run_subprocess("hw0/q3.py", "--data-dir", tmp_path, "--out-dir", tmp_path / "out")
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "HW0_data.pt" in result.stderr
+
+
+def test_a_compact_checkpoint_loads_as_the_full_one_within_its_int8_rounding(tmp_path):
+    model = nn.Sequential(nn.Embedding(500, 32), nn.Linear(32, 3), nn.LayerNorm(3))
+    with torch.no_grad():
+        model[0].weight[7] *= 40  # one large row: its scale must not coarsen the others
+    save_checkpoint(tmp_path / "full.pt", kind="toy", model=model)
+    save_checkpoint(tmp_path / "small.pt", kind="toy", model=model, compact=True)
+    loaded = load_checkpoint(tmp_path / "small.pt", kind="toy")["model"]
+    for key, tensor in model.state_dict().items():
+        assert loaded[key].dtype == tensor.dtype and loaded[key].shape == tensor.shape
+        if tensor.dim() < 2:
+            assert torch.equal(loaded[key], tensor)  # biases and norms are kept exactly
+        else:
+            step = tensor.abs().amax(dim=1, keepdim=True) / 127  # each row to half its own int8 step
+            assert ((loaded[key] - tensor).abs() <= step / 2 + 1e-7).all(), key
+    assert (tmp_path / "small.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
+    payload = torch.load(tmp_path / "small.pt", weights_only=True)
+    payload["model"]["0.weight"]["dtype"] = "int64"  # a compact weight that is not a float type
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="compact weights of 0.weight are malformed"):
+        load_checkpoint(tmp_path / "bad.pt", kind="toy")
+
+
+def test_a_missing_checkpoint_says_which_command_makes_it_and_how_long_it_takes(tmp_path):
+    with pytest.raises(UserError, match="no such checkpoint file; train one first"):
+        load_checkpoint(tmp_path / "model.pt", kind="toy")
+    write_json(tmp_path / "metrics.json", {"command": "python hw3/train.py --model airbench",
+                                           "wall_seconds": 1536.7, "machine_class": "AMD EPYC, 2 threads"})
+    with pytest.raises(UserError, match=r"not in git \(too large\)\. `python hw3/train.py --model airbench` "
+                                        r"makes it, in about 26 min \(AMD EPYC, 2 threads\)$"):
+        load_checkpoint(tmp_path / "model.pt", kind="toy")
+
+
+def test_recorded_commands_write_paths_inside_the_repository_relative_to_it(monkeypatch):
+    from common.distributed import launch_command
+    monkeypatch.setattr("sys.argv", ["train.py", "--out-dir", str(ROOT / "runs" / "a b"), "--data-dir", "/elsewhere"])
+    assert launch_command("hw3/train.py") == "python hw3/train.py --out-dir 'runs/a b' --data-dir /elsewhere"

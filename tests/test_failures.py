@@ -95,7 +95,7 @@ def test_hw3_interrupted_test_pass_leaves_the_previous_results(hw3_run, monkeypa
         raise KeyboardInterrupt
     monkeypatch.setattr(hw3.train, "evaluate_test", interrupted)
     status, _, err = run_main(monkeypatch, capsys, hw3.train.main, "--data-dir", data_dir, "--out-dir", out,
-                              "--seed", "1", *HW3_TINY)
+                              "--seed", "1", "--force", *HW3_TINY)  # another run's folder: on purpose
     assert status == 130 and err.strip() == "interrupted"
     after = {name: data for name, data in snapshot(out).items() if not name.startswith("train_state")}
     assert after == before  # the staged files of the interrupted run never landed
@@ -217,7 +217,7 @@ def test_out_dir_that_is_a_file_is_one_line(monkeypatch, capsys, tmp_path):
 def test_an_explanation_figure_that_cannot_be_written_is_refused_before_any_work(monkeypatch, capsys, tmp_path):
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
-    for main, option in ((hw3.predict.main, "--explain"), (hw4.predict.main, "--explain-png")):
+    for main, option in ((hw3.predict.main, "--explain-png"), (hw4.predict.main, "--explain-png")):
         status, out, err = run_main(monkeypatch, capsys, main, "--checkpoint", tmp_path / "absent.pt",
                                     option, not_a_folder / "why.png", "input")
         assert status == 2 and f"{option}: {not_a_folder} is a file, not a folder" in err and out == ""

@@ -22,6 +22,7 @@ def autograd_of(fn, x: torch.Tensor) -> torch.Tensor:
 
 
 # --- q1: the spiral ----------------------------------------------------------------------------
+@pytest.mark.gradcheck
 def test_spiral_gradient_matches_autograd_everywhere_including_axes_and_origin():
     generator = torch.Generator().manual_seed(0)
     uniform = (torch.rand(500, 2, generator=generator, dtype=torch.float64) * 2 - 1) * 5
@@ -78,6 +79,7 @@ SHAPES = [(1, 1, 1), (7, 2, 5), (32, 100, 100), (5, 3, 1), (64, 10, 4)]  # (batc
 
 
 @pytest.mark.parametrize("batch, d_in, d_out", SHAPES)
+@pytest.mark.gradcheck
 def test_linear_backward_matches_autograd_and_applies_the_update(batch, d_in, d_out):
     generator = torch.Generator().manual_seed(batch * 1000 + d_in + d_out)
     layer = Linear(d_in, d_out, SGD(lr=0.05), generator=generator)
@@ -99,6 +101,7 @@ def test_linear_backward_matches_autograd_and_applies_the_update(batch, d_in, d_
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (9, 4), (32, 100), (3, 2, 5)])
+@pytest.mark.gradcheck
 def test_relu_backward_matches_autograd(shape):
     generator = torch.Generator().manual_seed(len(shape) + shape[-1])
     x = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -110,6 +113,7 @@ def test_relu_backward_matches_autograd(shape):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (8, 1), (33, 3), (6,)])
+@pytest.mark.gradcheck
 def test_mse_loss_matches_torch_and_starts_the_chain_per_sample(shape):
     generator = torch.Generator().manual_seed(shape[0])
     pred = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -137,6 +141,7 @@ def central_difference(fn, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return grad
 
 
+@pytest.mark.gradcheck
 def test_linear_relu_and_mse_backward_match_central_differences():
     """The CS231n check, independent of autograd: each hand-written backward against finite differences
     of the loss it claims to differentiate, in float64."""
@@ -208,6 +213,7 @@ def test_mlp_is_seeded_and_its_twin_computes_the_same_function():
 
 @pytest.mark.parametrize("rule", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("batch", [1, 16, 50])
+@pytest.mark.gradcheck
 def test_mlp_steps_match_torch_nn_with_torch_optim(batch, rule):
     """Three steps of the hand-written MLP and update rule equal torch.nn + torch.optim's, the step size
     changing between steps as the schedule changes it."""

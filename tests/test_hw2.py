@@ -26,6 +26,7 @@ def tensors(shape: tuple[int, ...], seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("training", [True, False])
+@pytest.mark.gradcheck
 def test_gradcheck_of_the_function(shape, training):
     t = tensors(shape)
     x, gamma, beta = (t[k].requires_grad_(True) for k in ("x", "gamma", "beta"))
@@ -36,6 +37,7 @@ def test_gradcheck_of_the_function(shape, training):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("training", [True, False])
+@pytest.mark.gradcheck
 def test_outputs_running_stats_and_gradients_match_pytorch(shape, training):
     t = tensors(shape, seed=1)
     x, gamma, beta = (t[k].clone().requires_grad_(True) for k in ("x", "gamma", "beta"))
@@ -54,6 +56,7 @@ def test_outputs_running_stats_and_gradients_match_pytorch(shape, training):
             torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 
+@pytest.mark.gradcheck
 def test_input_gradient_is_blind_to_shifting_and_scaling_the_input():
     """Per channel, sum(dL/dx) = 0 and (with eps = 0) sum(x_hat * dL/dx) = 0: y ignores x's mean and scale."""
     t = tensors((8, 3, 4, 4))

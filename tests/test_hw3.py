@@ -233,7 +233,7 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     assert fp32["precision"] == "fp32" and abs(fp32["accuracy"] - evaluated["accuracy"]) <= 1 / 18 + 1e-9
     images = [sorted((data_dir / "cifar10-jpeg" / "test" / name).iterdir())[0] for name in CIFAR_CLASSES]
     result = run_script("hw3/predict.py", *images, "--checkpoint", out / "model.pt", "--device", "cpu",
-                        "--explain", tmp_path / "why" / "explain.png")
+                        "--explain-png", tmp_path / "why" / "explain.png")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 4 and lines[-1].startswith("wrote ") and lines[-1].endswith("explain.png")

@@ -289,7 +289,8 @@ def trained(imdb_dir, tmp_path):
 
 def test_train_writes_metrics_that_beat_chance(trained):
     _, out = trained
-    for name in ("model.pt", "training_curves.png", "confusion_matrix.png", "history.json", "metrics.txt"):
+    for name in ("model.pt", "model_int8.pt", "training_curves.png", "confusion_matrix.png", "history.json",
+                 "metrics.txt"):
         assert (out / name).stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_reviews"] == 20 and metrics["accuracy"] >= 0.75 and metrics["per_class"]["pos"]["f1"] > 0.7
@@ -309,12 +310,17 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     assert (tmp_path / "eval" / "mistakes.md").read_text() == (out / "mistakes.md").read_text()
     review = tmp_path / "review.txt"
     review.write_text("A wonderful, superb and brilliant film. Loved it!")
-    result = run_script("hw4/predict.py", "awful boring terrible waste", "--file", review,
-                        "--checkpoint", out / "model.pt", "--device", "cpu")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("neg ") and lines[1].startswith("pos ")
-    assert all(0.5 <= float(line.split()[1]) <= 1 for line in lines)
+    for checkpoint in ("model.pt", "model_int8.pt"):  # the compact copy predicts as the full one
+        result = run_script("hw4/predict.py", "awful boring terrible waste", "--file", review, "--top", "2",
+                            "--checkpoint", out / checkpoint, "--device", "cpu")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines[0].startswith('"awful boring terrible waste": neg ') and lines[1].startswith(f"{review}: pos ")
+        ranked = [[float(part.split()[-1]) for part in line.rsplit(": ", 1)[1].split(", ")] for line in lines]
+        assert all(len(p) == 2 and p[0] > 0.5 > p[1] and sum(p) == pytest.approx(1, abs=2e-3) for p in ranked)
+        if checkpoint == "model.pt":
+            full = ranked
+    assert sum(ranked, []) == pytest.approx(sum(full, []), abs=0.02)
 
 
 def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp_path):
@@ -361,7 +367,7 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir
 
 
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):
-    result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "out",
+    result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "fresh",
                         "--device", "cpu")
     assert result.returncode == 3 and result.stderr.count("\n") == 1
     assert "aclImdb" in result.stderr
@@ -371,7 +377,7 @@ def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "holds a 'hw0-q2-linear' model, expected 'hw4-imdb-transformer'" in result.stderr
     result = run_script("hw4/train.py", "--data-dir", data_dir, "--max-len", "100", "--head", "300",
-                        "--out-dir", tmp_path / "out", "--device", "cpu")
+                        "--out-dir", tmp_path / "fresh", "--device", "cpu")
     assert result.returncode == 2 and result.stderr == "error: --head 300 must be between 0 and --max-len 100\n"
     result = run_script("hw4/predict.py", "--checkpoint", tmp_path / "absent.pt", "some text", "--device", "cpu")
     assert result.returncode == 2 and "absent.pt: no such checkpoint file" in result.stderr

@@ -7,7 +7,7 @@ from torch import nn
 
 from benchmarks.throughput import Workload, flops_per_sample, hw4_workload
 from benchmarks.throughput import main as bench_main
-from common.device import machine_record, resolve_precision
+from common.device import autocast, gradient_scaler, machine_record, resolve_precision
 from common.errors import UserError
 from hw4.model import TransformerClassifier
 
@@ -20,9 +20,11 @@ def fake_cpu(monkeypatch, *, amx: bool, avx512_bf16: bool, capability: str = "AV
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
 
 
-def fake_cuda(monkeypatch, *, bf16: bool) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+def fake_cuda(monkeypatch, *, bf16: bool, capability: tuple[int, int] = (8, 0)) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: bf16 and (including_emulation or capability >= (8, 0)))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, capability, expected", [
@@ -36,17 +38,30 @@ def test_auto_on_cpu_is_bf16_only_with_native_support(monkeypatch, amx, avx512_b
     fake_cpu(monkeypatch, amx=amx, avx512_bf16=avx512_bf16, capability=capability)
     precision, reason = resolve_precision("auto", CPU)
     assert precision == expected
-    assert ("native bf16" in reason) == (expected == "bf16") or "emulated" in reason
+    if expected == "bf16":
+        assert reason.startswith("this CPU has native bf16 (") and ("AMX" in reason) == amx
+    elif avx512_bf16:  # the hardware is there, the kernels are not
+        assert reason == f"PyTorch's CPU kernels run at capability {capability}, where bf16 is emulated"
+    else:
+        assert reason == f"this CPU has no native bf16 (capability {capability}); bf16 would be emulated"
 
 
-@pytest.mark.parametrize("bf16", [True, False])
-def test_auto_on_cuda_follows_the_gpu(monkeypatch, bf16):
-    fake_cuda(monkeypatch, bf16=bf16)
-    assert resolve_precision("auto", CUDA) == ("bf16" if bf16 else "fp32",
-                                               f"Fake GPU has {'native' if bf16 else 'no native'} bf16")
+@pytest.mark.parametrize("capability, expected", [
+    ((9, 0), "bf16"),   # H100, H200
+    ((8, 0), "bf16"),   # A100; 8.6 (RTX 30xx, A10) and 8.9 (L4, RTX 40xx) alike
+    ((7, 5), "fp16"),   # T4, RTX 20xx: tensor cores without bf16
+    ((7, 0), "fp16"),   # V100
+    ((6, 0), "fp32"),   # P100: no tensor cores
+])
+def test_auto_on_cuda_follows_the_gpu(monkeypatch, capability, expected):
+    fake_cuda(monkeypatch, bf16=True, capability=capability)  # bf16 below 8.0 is only emulated
+    precision, reason = resolve_precision("auto", CUDA)
+    assert precision == expected
+    assert reason == {"bf16": "Fake GPU has native bf16", "fp32": "Fake GPU has no native bf16",
+                      "fp16": "Fake GPU has no native bf16; fp16 tensor cores with a gradient scaler instead"}[expected]
 
 
-@pytest.mark.parametrize("forced", ["bf16", "fp32"])
+@pytest.mark.parametrize("forced", ["bf16", "fp16", "fp32"])
 def test_forced_precisions_are_taken_as_given(monkeypatch, forced):
     fake_cpu(monkeypatch, amx=False, avx512_bf16=False, capability="AVX2")
     fake_cuda(monkeypatch, bf16=False)
@@ -55,12 +70,20 @@ def test_forced_precisions_are_taken_as_given(monkeypatch, forced):
 
 
 def test_unknown_precision_is_a_user_error():
-    with pytest.raises(UserError, match="unknown precision 'fp16'"):
-        resolve_precision("fp16", CPU)
+    with pytest.raises(UserError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", CPU)
 
 
-def test_mps_keeps_fp32():
-    assert resolve_precision("auto", torch.device("mps"))[0] == "fp32"
+def test_mps_keeps_fp32_and_says_why():
+    precision, reason = resolve_precision("auto", torch.device("mps"))
+    assert precision == "fp32" and reason.startswith("mps: ") and "--precision fp16" in reason
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", None)])
+def test_autocast_and_the_gradient_scaler_follow_the_precision(precision, dtype):
+    with autocast(CPU, precision):
+        assert (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None) == dtype
+    assert (gradient_scaler(CPU, precision) is not None) == (precision == "fp16")
 
 
 def test_machine_record_names_the_machine_class(monkeypatch):
@@ -69,6 +92,10 @@ def test_machine_record_names_the_machine_class(monkeypatch):
     assert record["precision"] == "fp32" and "emulated" in record["precision_reason"]
     assert record["cpu_capability"] == "AVX2" and record["threads"] == torch.get_num_threads()
     assert record["torch"] == torch.__version__ and record["gpu"] is None and record["cpu"]
+    threads = torch.get_num_threads()
+    assert record["machine_class"] == f"{record['cpu']}, no native bf16, capability AVX2, {threads} threads"
+    fake_cpu(monkeypatch, amx=True, avx512_bf16=True, capability="AVX512")
+    assert ", AMX and AVX-512 BF16, capability AVX512, " in machine_record(CPU, "auto")["machine_class"]
 
 
 # --- the throughput benchmark -------------------------------------------------------------------

@@ -1,0 +1,217 @@
+"""The READMEs against the files they cite: every figure in a results table comes from a committed file,
+every documented command is safe to type, and the options the README promises are the scripts' own."""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from common.cli import HelpWithDefaults
+from tests.conftest import ROOT, run_script
+
+READMES = ["README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md"]
+
+
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def text_field(path: str, pattern: str) -> str:
+    """The first group of `pattern` in a committed text file."""
+    return re.search(pattern, (ROOT / path).read_text(), re.MULTILINE).group(1)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+# (README, the start of a table row, the file its figures come from, the figures as the row shows them)
+FIGURES = [
+    ("README.md", "| hw0 q2 |", "hw0/results/q2_params.txt", lambda _: [
+        "α " + text_field("hw0/results/q2_params.txt", r"^alpha\s+\S+\s+(\S+)"),
+        "β " + text_field("hw0/results/q2_params.txt", r"^beta\s+\S+\s+(\S+)")]),
+    ("README.md", "| hw0 q3 |", "hw0/results/q3_metrics.json", lambda m: [
+        f"{m['val_mse_mean']:.3f} mean", f"best {m['best_val_mse']:.3f}", f"{m['wall_seconds']:.0f} s"]),
+    ("README.md", "| hw1 q2 |", "hw1/results/q2_metrics.json", lambda m: [
+        f"{m['val_mse']['hand_written']:.4f}", f"{m['wall_seconds']:.0f} s"]),
+    ("README.md", "| hw2 |", "hw2/results/check.txt", lambda _: [
+        text_field("hw2/results/check.txt", r"largest difference from PyTorch: (\S+) ")]),
+    ("README.md", "| hw3 | the seed's CNN", "hw3/results/metrics.json", lambda m: [
+        pct(m["accuracy"]), minutes(m["wall_seconds"])]),
+    ("README.md", "| hw3 | airbench", "hw3/results/airbench/metrics.json", lambda m: [
+        pct(m["accuracy"]), minutes(m["wall_seconds"])]),
+    ("README.md", "| hw4 |", "hw4/results/metrics.json", lambda m: [
+        pct(m["accuracy"]), f"F1 {m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])]),
+    ("README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
+    ("README.md", "| `python hw3/train.py --model airbench --out-dir hw3/results/airbench` |",
+     "hw3/results/airbench/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
+    ("README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+        minutes(m["wall_seconds"])]),
+    ("README.md", "| `python hw4/eval.py` (", "hw4/results/eval-data/metrics.json", lambda m: [
+        pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
+    ("hw1/README.md", "| **0.01** (chosen) |", "hw1/results/q2_metrics.json", lambda m: [
+        f"{row['train_mse']:.4f} | **{row['val_mse']:.4f}**" for row in m["sweep"] if row["lr"] == 0.01]),
+    ("hw1/README.md", "| hand-written MLP and Adam |", "hw1/results/q2_metrics.json", lambda m: [
+        f"{m['val_mse']['hand_written']:.5f}"]),
+    ("hw1/README.md", "| `torch.nn` twin", "hw1/results/q2_metrics.json", lambda m: [
+        f"{m['val_mse']['torch_nn']:.5f}"]),
+    ("hw2/README.md", "| hand-written BN |", "hw2/results/bn_effect.json", lambda m: [
+        f"{100 * m['final']['hand-written BN']['val_acc']:.2f} %", f"{m['train_seconds']['hand-written BN']:.1f} s"]),
+    ("hw3/README.md", "| cnn default |", "hw3/results/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
+    ("hw3/README.md", "| airbench default |", "hw3/results/airbench/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
+    ("hw4/README.md", "| default, `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+        minutes(m["wall_seconds"])]),
+    ("hw4/README.md", "| the same, int8 copy, `python hw4/eval.py` |", "hw4/results/eval-data/metrics.json",
+     lambda m: [pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
+    ("hw4/README.md", "| same, `--seed 1 --out-dir runs/seed1` |", "hw4/results/selection/seed1.json", lambda m: [
+        pct(m["ensemble_val_acc"]), pct(m["test"]["accuracy"]), f"{m['test']['f1']:.4f}"]),
+]
+
+
+def table_row(readme: str, start: str) -> str:
+    """The first table row of `readme` that starts with `start` (the results tables come first)."""
+    rows = [line for line in (ROOT / readme).read_text().splitlines() if line.startswith(start)]
+    assert rows, f"{readme}: no table row starts with {start!r}"
+    return rows[0]
+
+
+@pytest.mark.parametrize("readme, start, source, figures", FIGURES, ids=[f"{r}:{s}" for r, s, _, _ in FIGURES])
+def test_each_results_figure_is_the_one_in_its_file(readme, start, source, figures):
+    row = table_row(readme, start)
+    record = load(source) if source.endswith(".json") else None
+    for figure in figures(record):
+        assert figure in row, f"{readme}: the row {start!r} should show {figure!r} (from {source})"
+
+
+def fenced_commands() -> list[tuple[str, str]]:
+    """(README, command) for every line of a bash block and every backticked command in the READMEs."""
+    found = []
+    for readme in READMES:
+        text = (ROOT / readme).read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+            found += [(readme, line.split("  #")[0].strip()) for line in block.splitlines() if line.strip()]
+        found += [(readme, cmd) for cmd in re.findall(r"`((?:python|torchrun) [^`]+)`", text)]
+    return found
+
+
+def test_readmes_name_no_development_only_paths():
+    for readme in READMES:
+        assert "shared/data" not in (ROOT / readme).read_text(), readme
+
+
+TRAINING = re.compile(r"\bhw\d/(train|q\d|check)\.py\b")
+HARMLESS = {"--quiet", "--resume", "--help", "--device", "cpu", "cuda", "auto"}
+
+
+def test_every_documented_training_command_reproduces_its_files_or_has_its_own_out_dir():
+    """A command that changes a default must not write over the committed results of another."""
+    for readme, command in fenced_commands():
+        if not TRAINING.search(command) or "--out-dir" in command or "--help" in command.split():
+            continue
+        options = set(command.split()[command.split().index(TRAINING.search(command).group(0)) + 1:])
+        assert options <= HARMLESS, f"{readme}: `{command}` writes into hwN/results/ with non-default options"
+
+
+def committed(pattern: str) -> list[str]:
+    return subprocess.run(["git", "ls-files", pattern], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def test_recorded_commands_are_as_a_user_types_them_from_the_root():
+    for path in committed("*.json"):
+        for command in re.findall(r'"command": "([^"]*)"', (ROOT / path).read_text()):
+            assert not re.search(r"(^| |=)/", command), f"{path}: {command!r} has an absolute path"
+            assert "shared" not in command, f"{path}: {command!r}"
+
+
+def test_every_results_file_that_reports_a_time_records_the_machine_class():
+    for path in committed("hw*/results/**.json"):
+        record = load(path)
+        if isinstance(record, dict) and "wall_seconds" in record:
+            assert record.get("machine_class"), f"{path} reports a time but no machine_class"
+
+
+SCRIPTS = ["hw0/q2.py", "hw0/q3.py", "hw1/q1.py", "hw1/q2.py", "hw2/check.py", "hw2/train.py", "hw3/train.py",
+           "hw3/eval.py", "hw3/predict.py", "hw4/train.py", "hw4/eval.py", "hw4/predict.py"]
+
+
+@pytest.fixture(scope="module")
+def options() -> dict[str, dict[str, argparse.Action]]:
+    """Each script's options, as its --help formats them."""
+    seen: dict[str, dict[str, argparse.Action]] = {}
+    original = HelpWithDefaults.add_argument
+
+    def record(self, action):
+        for option in action.option_strings:
+            seen.setdefault(current, {})[option] = action
+        return original(self, action)
+
+    HelpWithDefaults.add_argument = record
+    try:
+        for current in SCRIPTS:
+            result = run_script(current, "--help")
+            assert result.returncode == 0, result.stderr
+    finally:
+        HelpWithDefaults.add_argument = original
+    return seen
+
+
+def test_every_option_has_a_help_text_and_no_absolute_default(options):
+    for script, actions in options.items():
+        for option, action in actions.items():
+            assert action.help, f"{script} {option} has no help text"
+            assert not str(action.default).startswith("/"), f"{script} {option} defaults to {action.default}"
+
+
+def test_the_common_options_are_where_the_readme_says(options):
+    def having(option: str) -> set[str]:
+        return {script for script, actions in options.items() if option in actions}
+    every = set(SCRIPTS)
+    predicts = {"hw3/predict.py", "hw4/predict.py"}
+    assert having("--seed") == having("--quiet") == every
+    assert having("--out-dir") == every - predicts
+    assert having("--device") == every - {"hw1/q1.py", "hw2/check.py"}
+    assert having("--data-dir") == {"hw0/q3.py", "hw1/q2.py", "hw2/train.py", "hw3/train.py", "hw3/eval.py",
+                                    "hw4/train.py", "hw4/eval.py"}
+    assert having("--precision") == {"hw3/train.py", "hw3/eval.py", "hw4/train.py", "hw4/eval.py"}
+    assert having("--resume") == {"hw3/train.py", "hw4/train.py"}
+    assert having("--force") == {"hw3/train.py", "hw3/eval.py", "hw4/train.py", "hw4/eval.py"}
+    assert having("--top") == having("--explain-png") == predicts
+    assert having("--checkpoint") == predicts | {"hw3/eval.py", "hw4/eval.py"}
+
+
+def test_default_paths_are_shown_relative_to_the_repository(options):
+    for script in ("hw3/train.py", "hw3/predict.py", "hw4/eval.py"):
+        shown = [str(a.default) for a in options[script].values()
+                 if a.dest in ("out_dir", "checkpoint") and a.default is not None]
+        assert shown and all(path.startswith(script.split("/")[0] + "/results") for path in shown), shown
+
+
+def test_default_paths_resolve_against_the_repository_from_any_folder(tmp_path, monkeypatch):
+    from torchvision.io import encode_png
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grey.png").write_bytes(encode_png(torch.full((3, 32, 32), 128, dtype=torch.uint8)).numpy().tobytes())
+    result = run_script("hw3/predict.py", "grey.png", "--device", "cpu")  # the committed checkpoint, found
+    assert result.returncode == 0 and result.stdout.startswith("grey.png: "), result.stderr
+    assert not (tmp_path / "hw3").exists() and not (tmp_path / "data").exists()
+
+
+def test_run_all_has_help_and_runs_one_homework():
+    result = subprocess.run([sys.executable, "run_all.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "--only" in result.stdout
+    result = subprocess.run([sys.executable, "run_all.py", "--only", "hw5"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
