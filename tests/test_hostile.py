@@ -321,7 +321,10 @@ def test_a_huge_review_file_is_refused_in_bounded_memory(tmp_path):
     result, seconds, peak = run_bounded("hw4/predict.py", "--file", review, "--device", "cpu")
     one_error_line(result, "review.txt: over 1 MB; a review file must be smaller")
     assert_bounded(seconds, peak)
-    assert peak < 700 * 2**20
+    small = tmp_path / "small.txt"
+    small.write_text("A fine film.")
+    _, _, baseline = run_bounded("hw4/predict.py", "--file", small, "--device", "cpu")  # torch's own share
+    assert peak - baseline < 50 * 2**20  # the 200 MB file cost next to nothing
 
 
 def test_an_empty_review_is_scored_with_a_warning(tmp_path):
