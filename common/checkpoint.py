@@ -12,6 +12,7 @@ from common.atomic_io import atomic_path
 from common.errors import UserError
 
 FORMAT = "cse849-checkpoint"
+COMPACT_CHECKPOINT = "model_int8.pt"  # the int8 copy small enough for git, beside a model.pt that is not
 
 
 def save_checkpoint(path: str | os.PathLike, *, kind: str, model: nn.Module | dict,
@@ -103,7 +104,7 @@ def missing_checkpoint_message(path: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return (f"{path}: no such checkpoint file; train one first (the homework's train.py writes "
                 "model.pt into its --out-dir)")
-    compact = path.parent / "model_int8.pt"
+    compact = path.parent / COMPACT_CHECKPOINT
     also = f", or pass --checkpoint {compact}, its int8 copy" if compact.is_file() and path != compact else ""
     return (f"{path}: no such checkpoint file: it is not in git (too large). `{command}` makes it, in "
             f"about {minutes:.0f} min ({machine}){also}")

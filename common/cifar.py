@@ -269,9 +269,9 @@ def read_image(path: Path, *, max_pixels: int, exact: tuple[int, int] | None = N
     MAX_IMAGE_BYTES, an image of more than `max_pixels` or, with `exact`, not of (width, height) is
     refused before anything is decoded."""
     try:
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise UserError(f"{path}: {path.stat().st_size / 2**20:.0f} MB; images over "
-                            f"{MAX_IMAGE_BYTES // 2**20} MB are refused")
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise UserError(f"{path}: {size / 2**20:.0f} MB; images over {MAX_IMAGE_BYTES // 2**20} MB are refused")
         with Image.open(path) as header:  # reads the header only
             width, height = header.size
     except FileNotFoundError:

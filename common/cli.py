@@ -111,11 +111,10 @@ def output_folder(text: str | Path) -> Path:
     in a place where it can be written. It is not created here, so a run that fails before it writes
     leaves no empty folder behind."""
     path = repo_path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: {existing} is a file, not a folder")
+        where = "" if existing == path else f": {existing}"
+        raise argparse.ArgumentTypeError(f"{path}{where} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{path}: cannot write there (permission denied)")
     return path

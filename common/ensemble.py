@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from common.atomic_io import write_json
-from common.checkpoint import save_checkpoint
+from common.checkpoint import COMPACT_CHECKPOINT, save_checkpoint
 from common.cli import settings_of
 from common.distributed import is_main, unwrap
 from common.metrics import accuracy
@@ -49,9 +49,6 @@ def mean_throughput(histories: list[dict[str, list[float]]]) -> float:
     """Training samples per second, averaged over every member's epochs."""
     rates = [rate for h in histories for rate in h["samples_per_second"]]
     return sum(rates) / len(rates)
-
-
-COMPACT_CHECKPOINT = "model_int8.pt"  # the copy small enough for git, where model.pt is not
 
 
 def write_training_record(out: Path, model: nn.Module, histories: list[dict], *, kind: str, config: dict,

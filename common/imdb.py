@@ -61,7 +61,7 @@ def load_imdb(data_dir: str | os.PathLike, split: str, *, download: bool = True)
         files = sorted(folder.glob("*.txt"))
         if not files:
             raise UserError(f"{folder}: holds no .txt reviews")
-        texts += [_read_review(path) for path in files]
+        texts += [read_review_file(path) for path in files]
         labels += [label] * len(files)
         groups += [label * 10**9 + _review_id(path, i) // MOVIE_BLOCK for i, path in enumerate(files)]
     return Reviews(texts, torch.tensor(labels), torch.tensor(groups))
@@ -141,13 +141,17 @@ def _matches_manifest(target: Path, manifest: Path) -> bool:
         return False
 
 
-def _read_review(path: Path) -> str:
-    """One review file's text; a folder or a file over MAX_REVIEW_BYTES is a UserError."""
-    if not path.is_file():
-        raise UserError(f"{path}: not a file, where a review belongs")
-    if path.stat().st_size > MAX_REVIEW_BYTES:
-        raise UserError(f"{path}: {path.stat().st_size / 1e6:.0f} MB; a review is under {MAX_REVIEW_BYTES / 1e6:g} MB")
-    return path.read_text(encoding="utf-8", errors="replace")
+def read_review_file(path: Path) -> str:
+    """One review file's text, reading no more than MAX_REVIEW_BYTES characters of it: a longer file, a
+    folder or an unreadable file is a UserError."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read(MAX_REVIEW_BYTES + 1)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    if len(text) > MAX_REVIEW_BYTES:
+        raise UserError(f"{path}: over {MAX_REVIEW_BYTES // 1_000_000} MB; a review file must be smaller")
+    return text
 
 
 def _review_id(path: Path, position: int) -> int:

@@ -7,10 +7,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
 from common.atomic_io import staged_folder
+from common.checkpoint import COMPACT_CHECKPOINT
 from common.cli import (RepoPath, add_eval_out_dir, add_precision_arg, make_parser, repo_path, report_written,
                         run, shown_path, start_eval)
 from common.distributed import launch_command
-from common.ensemble import COMPACT_CHECKPOINT
 from common.imdb import load_imdb
 from hw4.model import load_model
 from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results

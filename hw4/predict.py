@@ -9,11 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 
 import torch
 
+from common.checkpoint import COMPACT_CHECKPOINT
 from common.cli import (RepoPath, make_parser, png_file, positive, refuse_overwriting_inputs, repo_path,
                         report_written, run)
 from common.device import select_device
-from common.ensemble import COMPACT_CHECKPOINT
 from common.errors import UserError
+from common.imdb import read_review_file
 from common.text import Vocab
 from common.text_batches import pad_batch
 from hw4.explain import as_ansi, as_markers, plot_words, read_review, word_attributions
@@ -36,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     refuse_overwriting_inputs(args.explain_png, args.file, "--explain-png")
     inputs = [(f'"{excerpt(text)}"', text) for text in args.texts]  # (how each is shown, its text)
-    inputs += [(str(path), read_text(path)) for path in args.file]
+    inputs += [(str(path), read_review_file(path)) for path in args.file]
     if not inputs:
         raise UserError("give a review text or --file FILE")
     for name, text in inputs:
@@ -68,21 +69,6 @@ def main() -> None:
                    f"integrated gradients: green pushed toward {positive_class}, red toward {negative}; "
                    "the darker, the larger against the review's strongest word", args.explain_png)
         report_written(args.explain_png)
-
-
-MAX_REVIEW_BYTES = 1_000_000  # IMDB's longest review is about 14 kB
-
-
-def read_text(path: Path) -> str:
-    """A review file of up to MAX_REVIEW_BYTES, as text; a larger one is refused before it is read."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_REVIEW_BYTES + 1)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    if len(data) > MAX_REVIEW_BYTES:
-        raise UserError(f"{path}: over {MAX_REVIEW_BYTES // 1_000_000} MB; a review file must be smaller")
-    return data.decode("utf-8", errors="replace")
 
 
 def excerpt(text: str, length: int = 70) -> str:
