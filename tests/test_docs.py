@@ -13,7 +13,8 @@ import torch
 from common.cli import HelpWithDefaults
 from tests.conftest import ROOT, run_script
 
-READMES = ["README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md"]
+READMES = ["README.md", "hw0/README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md",
+           "benchmarks/README.md"]
 
 
 def load(path: str) -> dict:
@@ -60,6 +61,13 @@ FIGURES = [
         minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw4/eval.py` (", "hw4/results/eval-data/metrics.json", lambda m: [
         pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
+    ("hw0/README.md", "| q3, batch 128", "hw0/results/q3_metrics.json", lambda m: [
+        ", ".join(f"{v:.3f}" for v in m["val_mse_by_seed"].values()),
+        f"(mean {m['val_mse_mean']:.3f} ± {m['val_mse_std']:.3f})"]),
+    ("benchmarks/README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
+        minutes(m["wall_seconds"])]),
+    ("benchmarks/README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
+        minutes(m["wall_seconds"])]),
     ("hw1/README.md", "| **0.01** (chosen) |", "hw1/results/q2_metrics.json", lambda m: [
         f"{row['train_mse']:.4f} | **{row['val_mse']:.4f}**" for row in m["sweep"] if row["lr"] == 0.01]),
     ("hw1/README.md", "| hand-written MLP and Adam |", "hw1/results/q2_metrics.json", lambda m: [
