@@ -19,6 +19,7 @@ SCRIPTS = [
     "hw2/check.py",
     "hw2/train.py",
     "hw3/train.py",
+    "hw4/baseline.py",
     "hw4/train.py",
 ]
 DATA_MISSING = 3

@@ -38,8 +38,8 @@ def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torc
     return report, cm, probabilities
 
 
-def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dict, mistakes: str) -> None:
-    """metrics.json, a readable metrics.txt, confusion_matrix.png and mistakes.md (`mistakes`) in `out_dir`."""
+def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dict, mistakes: str | None) -> None:
+    """metrics.json, a readable metrics.txt, confusion_matrix.png and (given `mistakes`) mistakes.md in `out_dir`."""
     write_json(out_dir / "metrics.json", {**extra, **report, "confusion_matrix": cm.tolist()})
     (tn, fp), (fn, tp) = cm.tolist()
     positive = report["per_class"][CLASSES[1]]
@@ -56,7 +56,8 @@ def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dic
     write_text(out_dir / "metrics.txt", "\n".join(lines) + "\n")
     plot_confusion_matrix(cm.numpy(), ["negative", "positive"], out_dir / "confusion_matrix.png",
                           title=f"IMDB test, accuracy {100 * report['accuracy']:.2f}%")
-    write_text(out_dir / "mistakes.md", mistakes)
+    if mistakes is not None:
+        write_text(out_dir / "mistakes.md", mistakes)
 
 
 def mistakes_report(model: nn.Module, config: dict, test: Reviews, probabilities: torch.Tensor, *,

@@ -51,6 +51,18 @@ FIGURES = [
         pct(m["accuracy"]), minutes(m["wall_seconds"])]),
     ("README.md", "| hw4 |", "hw4/results/metrics.json", lambda m: [
         pct(m["accuracy"]), f"F1 {m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])]),
+    ("README.md", "| hw4 | n-gram", "hw4/results/baseline/metrics.json", lambda m: [
+        pct(m["accuracy"]), f"F1 {m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])]),
+    ("README.md", "| `python hw4/baseline.py` (", "hw4/results/baseline/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+        minutes(m["wall_seconds"])]),
+    ("hw4/README.md", "| baseline, `python hw4/baseline.py` |", "hw4/results/baseline/metrics.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+        minutes(m["wall_seconds"])]),
+    ("hw4/README.md", "| the same, `--out-dir runs/baseline_avx2` |", "hw4/results/selection/baseline_avx2.json",
+     lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"]), f"{m['peak_rss_gb']:.1f} GB"]),
+    ("hw4/README.md", "| 1.0 |", "hw4/results/baseline/metrics.json", lambda m: [
+        pct(g["val_acc"]) for g in m["grid"] if g["alpha"] == 1.0]),
     ("README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw3/train.py --model airbench --out-dir hw3/results/airbench` |",
@@ -154,7 +166,7 @@ def test_every_results_file_that_reports_a_time_records_the_machine_class():
 
 
 SCRIPTS = ["hw0/q2.py", "hw0/q3.py", "hw1/q1.py", "hw1/q2.py", "hw2/check.py", "hw2/train.py", "hw3/train.py",
-           "hw3/eval.py", "hw3/predict.py", "hw4/train.py", "hw4/eval.py", "hw4/predict.py"]
+           "hw3/eval.py", "hw3/predict.py", "hw4/train.py", "hw4/eval.py", "hw4/predict.py", "hw4/baseline.py"]
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +204,9 @@ def test_the_common_options_are_where_the_readme_says(options):
     predicts = {"hw3/predict.py", "hw4/predict.py"}
     assert having("--seed") == having("--quiet") == every
     assert having("--out-dir") == every - predicts
-    assert having("--device") == every - {"hw1/q1.py", "hw2/check.py"}
+    assert having("--device") == every - {"hw1/q1.py", "hw2/check.py", "hw4/baseline.py"}
     assert having("--data-dir") == {"hw0/q3.py", "hw1/q2.py", "hw2/train.py", "hw3/train.py", "hw3/eval.py",
-                                    "hw4/train.py", "hw4/eval.py"}
+                                    "hw4/train.py", "hw4/eval.py", "hw4/baseline.py"}
     assert having("--precision") == {"hw3/train.py", "hw3/eval.py", "hw4/train.py", "hw4/eval.py"}
     assert having("--resume") == {"hw3/train.py", "hw4/train.py"}
     assert having("--force") == {"hw3/train.py", "hw3/eval.py", "hw4/train.py", "hw4/eval.py"}

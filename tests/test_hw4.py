@@ -20,6 +20,7 @@ from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
 from hw4.explain import Reading, as_ansi, as_markers, read_review, word_attributions
 from hw4.model import MultiHeadSelfAttention, TransformerClassifier, load_model, sinusoidal_positions
+from hw4.ngrams import NgramBag, fit_ngram_bag, ngram_keys, ngram_words
 from hw4.report import evaluate_test
 from tests.conftest import (NEGATIVE_WORDS, check_ensemble_run, check_resume_after_interruption,
                             full_batch_losses, run_script)
@@ -224,6 +225,109 @@ def test_ensemble_averages_its_members_probabilities():
         expected = torch.stack([m(ids).softmax(-1) for m in members]).mean(0)
         assert torch.allclose(Ensemble(members)(ids).exp(), expected, atol=1e-6)
         assert torch.allclose(Ensemble(members[:1])(ids), members[0](ids).log_softmax(-1), atol=1e-6)
+
+
+# --- the n-gram bag (hw4/baseline.py) -------------------------------------------------------------
+def toy_bag(vocab_size: int, seed: int = 0) -> NgramBag:
+    """A 1-2-gram bag fitted on random texts whose label is whether word 3 follows word 2."""
+    texts, labels = toy_ngram_task(vocab_size, seed)
+    return fit_ngram_bag(texts, labels, order=2, vocab_size=vocab_size, min_df=1)
+
+
+def toy_ngram_task(vocab_size: int, seed: int = 0) -> tuple[list[np.ndarray], torch.Tensor]:
+    """200 random texts of 12 words; every other one has the bigram "2 3", which alone makes it positive."""
+    generator = np.random.default_rng(seed)
+    texts = [generator.integers(2, vocab_size, 12) for _ in range(200)]
+    for text in texts[::2]:
+        text[5:7] = [2, 3]
+    labels = torch.tensor([int(any(a == 2 and b == 3 for a, b in zip(t, t[1:]))) for t in texts])
+    return texts, labels
+
+
+def test_ngram_keys_give_each_length_its_own_range_and_decode_back():
+    keys = ngram_keys(np.array([2, 3, 2, 3]), order=3, vocab_size=10)
+    # unigrams 2, 3; bigrams 23, 32 after the 10 unigram keys; trigrams 232, 323 after the 100 bigram keys
+    assert keys.tolist() == [2, 3, 10 + 23, 10 + 32, 110 + 232, 110 + 323]
+    assert [ngram_words(k, 3, 10) for k in keys.tolist()] == [[2], [3], [2, 3], [3, 2], [2, 3, 2], [3, 2, 3]]
+    assert ngram_keys(np.array([7]), order=3, vocab_size=10).tolist() == [7]
+
+
+def test_ngram_bag_is_the_same_on_every_fit_and_survives_a_save():
+    a, b = toy_bag(30), toy_bag(30)
+    assert torch.equal(a.keys, b.keys) and torch.equal(a.weights, b.weights) and float(a.bias) == float(b.bias)
+    loaded = NgramBag.empty(len(a.keys), order=2, vocab_size=30)
+    loaded.load_state_dict(a.state_dict())  # keys are stored as two halves and joined on loading
+    texts, _ = toy_ngram_task(30, seed=1)
+    assert torch.equal(loaded.keys, a.keys) and torch.equal(loaded(texts), a(texts))
+    with pytest.raises(ValueError, match="do not fit in 47-bit keys"):
+        NgramBag.empty(0, order=4, vocab_size=5000)
+
+
+def test_ngram_bag_learns_the_deciding_bigram_and_weighs_it_by_its_class():
+    bag = toy_bag(30)
+    texts, labels = toy_ngram_task(30, seed=1)  # unseen texts of the same task
+    assert ((bag(texts) > 0).long() == labels).float().mean() == 1.0
+    z = bag([np.array([5, 2, 3, 9]), np.array([5, 3, 2, 9])])
+    assert z[0] > 0 > z[1] and len(bag([])) == 0  # "2 3" is positive; "3 2" is not
+    weight = {tuple(ngram_words(int(k), 2, 30)): float(w) for k, w in zip(bag.keys, bag.weights)}
+    assert weight[(2, 3)] == max(weight.values()) > 1  # the deciding bigram outweighs every other n-gram
+    # flipping every label flips the sign of the log-count ratios and so of every weight
+    flipped = fit_ngram_bag(*(lambda t, y: (t, 1 - y))(*toy_ngram_task(30)), order=2, vocab_size=30, min_df=1)
+    torch.testing.assert_close(flipped.weights.float(), -bag.weights.float(), atol=2e-3, rtol=0)
+
+
+def test_ngram_bag_s_parts_add_up_to_its_log_odds():
+    bag = toy_bag(30)
+    for text in (np.array([5, 2, 3, 9]), np.array([2, 3, 2, 3, 2, 3])):
+        keys, weights = bag.contributions(text)
+        assert float(weights.sum() + bag.bias) == pytest.approx(float(bag([text])[0]), abs=1e-5)
+        assert float(bag.token_shares(text).sum()) == pytest.approx(float(weights.sum()), abs=1e-5)
+    w2, w3, w23 = bag.contributions(np.array([2, 3]))[1].tolist()  # a bigram's weight: half to each word
+    assert bag.token_shares(np.array([2, 3])).tolist() == pytest.approx([w2 + w23 / 2, w3 + w23 / 2])
+    strongest = bag.strongest(3)
+    assert len(strongest.keys) == 3 and (2, 3) in [tuple(ngram_words(int(k), 2, 30)) for k in strongest.keys]
+
+
+def test_ngram_bag_reaches_the_optimum_autograd_finds_on_dense_features():
+    bag = toy_bag(30)
+    texts, labels = toy_ngram_task(30)
+    x = torch.zeros(len(texts), len(bag.keys), dtype=torch.float64)
+    for row, text in enumerate(texts):
+        x[row, bag.columns(ngram_keys(text, 2, 30))] = 1.0
+    y = labels.double()
+    p, q = 1 + x[y == 1].sum(0), 1 + x[y == 0].sum(0)
+    features = x * ((p / p.sum()).log() - (q / q.sum()).log())
+    w = torch.zeros(len(bag.keys) + 1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-10)
+
+    def closure():
+        optimizer.zero_grad()
+        logits = features @ w[:-1] + w[-1]
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum") + w[:-1] @ w[:-1] / 0.2
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    torch.testing.assert_close(bag(texts), (features @ w[:-1] + w[-1]).detach().float(), atol=2e-3, rtol=0)
+
+
+def test_baseline_beats_chance_and_refuses_bad_options(imdb_dir, tmp_path):
+    out = tmp_path / "baseline"
+    result = run_script("hw4/baseline.py", "--data-dir", imdb_dir, "--out-dir", out, "--val-size", "10",
+                        "--order", "2", "--min-df", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9 and metrics["test_reviews"] == 20 and metrics["train_reviews"] == 50
+    assert len(metrics["grid"]) == 6 and metrics["final_val_acc"] == max(g["val_acc"] for g in metrics["grid"])
+    assert metrics["chosen"] in metrics["grid"] and metrics["model"] == "NBSVM, 1-2-grams"
+    assert not (out / "mistakes.md").exists() and (out / "metrics.txt").read_text().startswith("accuracy ")
+    for option, value, message in (("--order", "0", "--order"), ("--min-df", "-1", "--min-df"),
+                                   ("--val-size", "60", "--val-size")):
+        bad = run_script("hw4/baseline.py", "--data-dir", imdb_dir, "--out-dir", tmp_path / "bad", "--quiet",
+                         "--val-size", "10", option, value)
+        last = bad.stderr.splitlines()[-1]  # argparse prints its usage first
+        assert bad.returncode == 2 and "error: " in last and message in last, bad.stderr
+        assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
 
 
 # --- explanations ----------------------------------------------------------------------------------
