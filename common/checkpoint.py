@@ -23,8 +23,8 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, model: nn.Module | di
     if compact:
         state, extra = int8_state(state), {**extra, "compact": "int8"}
     payload = {"format": FORMAT, "kind": kind, "model": state, "config": config or {}, **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(payload, file)  # through the open file: a path would put its random name in the archive
 
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str | tuple[str, ...],

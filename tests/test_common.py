@@ -119,6 +119,16 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(clone.weight, model.weight) and loaded["config"] == {"width": 3}
 
 
+def test_equal_weights_give_equal_checkpoint_bytes(tmp_path):
+    """A re-run that reproduces a model must leave its committed checkpoint byte for byte as it was."""
+    model = nn.Linear(3, 2)
+    for name in ("a.pt", "b.pt", "a.pt"):  # two names, and the same name twice (a fresh temp file each time)
+        save_checkpoint(tmp_path / name, kind="demo", model=model, config={"width": 3})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    save_checkpoint(tmp_path / "c.pt", kind="demo", model=model, config={"width": 4})
+    assert (tmp_path / "c.pt").read_bytes() != (tmp_path / "a.pt").read_bytes()
+
+
 @pytest.mark.parametrize("problem, message", [
     ("missing", "no such checkpoint"),
     ("corrupt", "not a readable PyTorch checkpoint"),
