@@ -43,8 +43,9 @@ def main() -> None:
                         help="cuda; cpu only to rehearse the script (with --smoke)")
     parser.add_argument("--smoke", action="store_true",
                         help="one epoch on a few thousand images or reviews per run, to check the script itself")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_check.json"),
-                        help="where the figures are written (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("runs/gpu_check.json"),
+                        help="where the figures are written (default: %(default)s; the committed record is "
+                             "benchmarks/results/gpu_check.json)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device here; run this where one is (or --device cpu --smoke to rehearse)",

@@ -151,6 +151,23 @@ def committed(pattern: str) -> list[str]:
                           check=True).stdout.split()
 
 
+def test_data_and_the_environment_stay_out_of_git_even_as_symlinks():
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "data", ".venv", "data/x.pt", ".venv/bin/python"],
+                             cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == ["data", ".venv", "data/x.pt", ".venv/bin/python"]  # "data" alone is how git sees a symlink
+
+
+def test_benchmarks_write_into_runs_unless_told_otherwise():
+    """Timings never repeat to the byte: a benchmark's default output must not be a committed record."""
+    for script in ("benchmarks/gpu_check.py", "benchmarks/loop_overhead.py", "benchmarks/throughput.py"):
+        source = (ROOT / script).read_text()
+        assert "default=Path(\"benchmarks/results" not in source, script
+    for readme, command in fenced_commands():
+        if command.startswith("python benchmarks/") and "--out" in command.split():
+            out = command.split()[command.split().index("--out") + 1]
+            assert out.startswith("runs/"), f"{readme}: `{command}` writes over a committed record"
+
+
 def test_recorded_commands_are_as_a_user_types_them_from_the_root():
     for path in committed("*.json"):
         for command in re.findall(r'"command": "([^"]*)"', (ROOT / path).read_text()):
