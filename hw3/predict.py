@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--top", type=positive(), default=3, help="how many classes to show, most likely first")
     parser.add_argument("--explain-png", type=png_file, metavar="OUT.png",
                         help="also write each image beside a heat map of the evidence for its top class")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come between the inputs
     refuse_overwriting_inputs(args.explain_png, args.images, "--explain-png")
     images = torch.stack([read_input(path) for path in args.images])  # all checked before any work
     device = select_device(args.device)

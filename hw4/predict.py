@@ -34,7 +34,7 @@ def main() -> None:
                              "(green/+ toward positive, red/- toward negative; colour only on a terminal)")
     parser.add_argument("--explain-png", type=png_file, metavar="OUT.png",
                         help="also write each review with its words marked as a figure")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come between the inputs
     refuse_overwriting_inputs(args.explain_png, args.file, "--explain-png")
     inputs = [(f'"{excerpt(text)}"', text) for text in args.texts]  # (how each is shown, its text)
     inputs += [(str(path), read_review_file(path)) for path in args.file]

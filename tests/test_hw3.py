@@ -232,8 +232,8 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     fp32 = json.loads((tmp_path / "eval32" / "metrics.json").read_text())
     assert fp32["precision"] == "fp32" and abs(fp32["accuracy"] - evaluated["accuracy"]) <= 1 / 18 + 1e-9
     images = [sorted((data_dir / "cifar10-jpeg" / "test" / name).iterdir())[0] for name in CIFAR_CLASSES]
-    result = run_script("hw3/predict.py", *images, "--checkpoint", out / "model.pt", "--device", "cpu",
-                        "--explain-png", tmp_path / "why" / "explain.png")
+    result = run_script("hw3/predict.py", images[0], "--checkpoint", out / "model.pt", *images[1:], "--device", "cpu",
+                        "--explain-png", tmp_path / "why" / "explain.png")  # options may come between the images
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 4 and lines[-1].startswith("wrote ") and lines[-1].endswith("explain.png")

@@ -415,7 +415,7 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     review = tmp_path / "review.txt"
     review.write_text("A wonderful, superb and brilliant film. Loved it!")
     for checkpoint in ("model.pt", "model_int8.pt"):  # the compact copy predicts as the full one
-        result = run_script("hw4/predict.py", "awful boring terrible waste", "--file", review, "--top", "2",
+        result = run_script("hw4/predict.py", "--top", "2", "awful boring terrible waste", "--file", review,
                             "--checkpoint", out / checkpoint, "--device", "cpu")
         assert result.returncode == 0, result.stderr
         lines = result.stdout.strip().splitlines()
@@ -425,6 +425,10 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
         if checkpoint == "model.pt":
             full = ranked
     assert sum(ranked, []) == pytest.approx(sum(full, []), abs=0.02)
+    result = run_script("hw4/predict.py", "dull and boring", "--top", "1", "superb, loved it", "--device", "cpu",
+                        "--checkpoint", out / "model.pt")  # options between the reviews
+    assert result.returncode == 0 and [line.split(": ")[1].split()[0] for line in result.stdout.splitlines()] == [
+        "neg", "pos"], result.stderr
 
 
 def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp_path):
