@@ -53,7 +53,7 @@ def make_parser(description: str, results_dir: str | None, *, data: bool = True,
         parser.add_argument("--out-dir", type=output_folder, default=RepoPath(results_dir),
                             help="where plots, metrics and checkpoints are written (default: %(default)s "
                                  "in the repository)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed_number, default=0, help="random seed (0 to 2^31 - 1)")
     if device:
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                             help="auto picks cuda, then mps, then cpu")
@@ -80,30 +80,51 @@ def add_precision_arg(parser: argparse.ArgumentParser) -> None:
                              "older CUDA GPUs (V100, T4), else fp32; bf16/fp16/fp32 force one")
 
 
-def finite(text: str) -> float:
-    """An argparse type accepting any finite number (no nan or inf)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+def number(kind: type = float, low: float | None = None, high: float | None = None, *,
+           open_low: bool = False, open_high: bool = False) -> Callable[[str], int | float]:
+    """An argparse type for a finite `kind` (int: a whole number) in [low, high]; an end left None is
+    unbounded, and `open_low` / `open_high` leave that end out. Its range is kept on it for the tests."""
+    bounds = [f"{'>' if open_low else '>='} {low}"] if low is not None else []
+    bounds += [f"{'<' if open_high else '<='} {high}"] if high is not None else []
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text) if kind is int else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a {'whole number' if kind is int else 'number'}, got {text}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if ((low is not None and (value < low or open_low and value == low))
+                or (high is not None and (value > high or open_high and value == high))):
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(bounds)}, got {text}")
+        return value
+
+    parse.kind, parse.low, parse.high, parse.open_low, parse.open_high = kind, low, high, open_low, open_high
+    return parse
 
 
 def positive(kind: type = int) -> Callable[[str], int | float]:
     """An argparse type accepting only finite values > 0."""
-    def parse(text: str) -> int | float:
-        value = finite(text) if kind is float else kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
+    return number(kind, 0, open_low=True)
 
 
-def probability(text: str) -> float:
-    """An argparse type accepting only values in [0, 1]."""
-    value = finite(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+finite = number(float)                   # any finite number
+probability = number(float, 0, 1)        # a number in [0, 1]
+fraction = number(float, 0, 1, open_high=True)  # a share of something that cannot be all of it: [0, 1)
+non_negative = number(float, 0)          # a weight decay, say
+count = number(int, 0)                   # a whole number >= 0
+seed_number = number(int, 0, 2**31 - 1)  # numpy's seeds are unsigned 32-bit; members add their index
+
+
+class DefaultInt(int):
+    """An int option's default, told apart from the same number typed (argparse converts only typed values)."""
+
+
+def validation_size(val_size: int, limit: int | None) -> int:
+    """--val-size; with --limit and no --val-size typed, at most a tenth of the limit, so a smoke run
+    needs only --limit."""
+    return min(val_size, limit // 10) if limit and isinstance(val_size, DefaultInt) else val_size
 
 
 def output_folder(text: str | Path) -> Path:

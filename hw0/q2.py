@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.atomic_io import staged_folder, write_text
 from common.checkpoint import save_checkpoint
-from common.cli import add_training_args, finite, make_parser, positive, report_written, run
+from common.cli import add_training_args, finite, make_parser, non_negative, positive, report_written, run, seed_number
 from common.device import select_device
 from common.distributed import launch_command
 from common.plotting import new_figure, plot_curves, plot_scatter_fit, save_figure
@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=positive(), default=10_000, help="training points drawn")
     parser.add_argument("--n-val", type=positive(), default=2_000, help="validation points drawn")
     parser.add_argument("--n-test", type=positive(), default=2_000, help="test points drawn")
-    parser.add_argument("--model-seed", type=int, default=1, help="seed of the weight initialisation")
-    parser.add_argument("--weight-decay", type=finite, default=0.01, help="AdamW decoupled weight decay")
+    parser.add_argument("--model-seed", type=seed_number, default=1, help="seed of the weight initialisation")
+    parser.add_argument("--weight-decay", type=non_negative, default=0.01, help="AdamW decoupled weight decay")
     add_training_args(parser, epochs=20, batch_size=64, lr=0.02, resume=False)
     args = parser.parse_args()
 

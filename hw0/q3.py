@@ -16,7 +16,7 @@ from torch import nn
 
 from common.atomic_io import staged_folder, write_json, write_text
 from common.checkpoint import save_checkpoint
-from common.cli import make_parser, probability, report_written, run
+from common.cli import make_parser, probability, report_written, run, seed_number
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
 from common.device import machine_class, select_device
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--margin", type=probability, default=MARGIN,
                         help="the search moves only to a setting whose validation MSE is lower by more "
                              "than this fraction (1 tries the start's neighbours and stays)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5],
+    parser.add_argument("--seeds", type=seed_number, nargs="+", default=[1, 2, 3, 4, 5],
                         help="seeds the chosen setting is trained with")
     parser.set_defaults(seed=1)  # --seed: the seed of every search run
     args = parser.parse_args()

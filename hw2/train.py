@@ -13,7 +13,7 @@ from torch import nn
 
 from common.atomic_io import staged_folder, write_json
 from common.cifar import FORMAT_HELP, FORMATS, CifarBatches, channel_stats, load_cifar10, split_train_val
-from common.cli import finite, make_parser, positive, report_written, run
+from common.cli import fraction, make_parser, positive, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import machine_class, select_device
 from common.distributed import launch_command
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=positive(), default=128, help="images per step")
     parser.add_argument("--lr", type=positive(float), default=0.1,
                         help="SGD step size at the start, decaying linearly to 0")
-    parser.add_argument("--momentum", type=finite, default=0.9, help="SGD momentum")
+    parser.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
     parser.add_argument("--widths", type=positive(), nargs="+", default=[16, 32, 64],
                         help="channels per conv block")
     parser.add_argument("--limit", type=positive(), default=10_000,

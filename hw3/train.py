@@ -15,8 +15,9 @@ from torch import nn
 from common.atomic_io import staged_folder
 from common.cifar import (FLIPS, FORMAT_HELP, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10,
                           split_train_val)
-from common.cli import (add_force_arg, add_precision_arg, check_out_dir, finite, make_parser, positive,
-                        report_written, run, settings_of)
+from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, fraction,
+                        make_parser, non_negative, number, positive, report_written, run, settings_of,
+                        validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
@@ -108,17 +109,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive(), help="passes over the training images, per member")
     parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
     parser.add_argument("--lr", type=positive(float), help="peak learning rate (muon: the conv filters')")
-    parser.add_argument("--weight-decay", type=finite, help="decoupled weight decay (muon: per example)")
-    parser.add_argument("--label-smoothing", type=finite, help="of the cross-entropy targets")
-    parser.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: no crops)")
+    parser.add_argument("--weight-decay", type=non_negative, help="decoupled weight decay (muon: per example)")
+    parser.add_argument("--label-smoothing", type=fraction, help="of the cross-entropy targets")
+    parser.add_argument("--crop-padding", type=number(int, 0, 31),
+                        help="random-crop padding in pixels, 0-31 (0: no crops)")
     parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
                         "alternate: a fixed half in odd epochs, the other half in even ones")
     parser.add_argument("--tta", type=int, choices=[0, 1, 2],
                         help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
     parser.add_argument("--members", type=positive(),
                         help="networks trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
-    parser.add_argument("--val-size", type=int, default=5000,
-                        help="training images held out for validation (0: train on all)")
+    parser.add_argument("--val-size", type=count, default=DefaultInt(5000),
+                        help="training images held out for validation (0: train on all; with --limit "
+                             "alone, a tenth of the limit)")
     parser.add_argument("--dataset-format", default="auto", choices=FORMATS, help=FORMAT_HELP)
     parser.add_argument("--limit", type=positive(), help="use only this many images per split (smoke runs)")
     add_precision_arg(parser)
@@ -129,7 +132,9 @@ def parse_args() -> argparse.Namespace:
     first.add_argument("--model", default="cnn")
     model = first.parse_known_args()[0].model
     parser.set_defaults(**asdict(RECIPES.get(model, RECIPES["cnn"])))
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.val_size = validation_size(args.val_size, args.limit)
+    return args
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 
 from common.atomic_io import staged_folder
-from common.cli import make_parser, positive, report_written, run, settings_of
+from common.cli import DefaultInt, count, make_parser, number, positive, report_written, run, settings_of, validation_size
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import launch_command
@@ -31,12 +31,14 @@ CS = (0.03, 0.1, 0.3)      # inverse L2 strength of the logistic regression
 def main() -> None:
     began = time.perf_counter()
     parser = make_parser(__doc__, "hw4/results/baseline", device=False)
-    parser.add_argument("--order", type=positive(), default=3, help="longest n-gram")
+    parser.add_argument("--order", type=number(int, 1, 3), default=3, help="longest n-gram (1-3)")
     parser.add_argument("--min-df", type=positive(), default=2, help="n-grams seen in fewer training reviews are dropped")
-    parser.add_argument("--val-size", type=int, default=2500,
-                        help="training reviews held out for validation, by whole movies, as in train.py")
+    parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
+                        help="training reviews held out for validation, by whole movies, as in train.py "
+                             "(with --limit alone, a tenth of the limit)")
     parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
     args = parser.parse_args()
+    args.val_size = validation_size(args.val_size, args.limit)
     machine = report_machine(torch.device("cpu"), "fp32", show=False)  # recorded in metrics.json
     data_dir = resolve_data_dir(args.data_dir)
     reviews = load_imdb(data_dir, "train").sample(args.limit)

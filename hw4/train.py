@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from common.atomic_io import staged_folder
-from common.cli import (add_force_arg, add_precision_arg, check_out_dir, finite, make_parser, positive,
-                        report_written, run, settings_of)
+from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, fraction,
+                        make_parser, non_negative, number, positive, report_written, run, settings_of,
+                        validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
@@ -62,11 +63,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive(), help="passes over the training reviews, per member")
     parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
     parser.add_argument("--lr", type=positive(float), help="peak learning rate")
-    parser.add_argument("--weight-decay", type=finite, help="AdamW's, on weight matrices only")
-    parser.add_argument("--warmup", type=finite, help="fraction of steps spent warming up")
-    parser.add_argument("--label-smoothing", type=finite, help="of the cross-entropy targets")
-    parser.add_argument("--max-len", type=positive(), help="tokens kept per review")
-    parser.add_argument("--head", type=int,
+    parser.add_argument("--weight-decay", type=non_negative, help="AdamW's, on weight matrices only")
+    parser.add_argument("--warmup", type=fraction, help="fraction of steps spent warming up")
+    parser.add_argument("--label-smoothing", type=fraction, help="of the cross-entropy targets")
+    parser.add_argument("--max-len", type=number(int, 1, 65536), help="tokens kept per review")
+    parser.add_argument("--head", type=count,
                         help="of those, how many from the start of a long review (the rest from its end)")
     parser.add_argument("--min-count", type=positive(), help="rarest word kept in the vocabulary")
     parser.add_argument("--max-vocab", type=positive(), help="vocabulary size cap")
@@ -74,18 +75,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=positive(), help="Transformer blocks")
     parser.add_argument("--heads", type=positive(), help="attention heads per block")
     parser.add_argument("--ff-mult", type=positive(), help="feed-forward width / model width")
-    parser.add_argument("--dropout", type=finite, help="on embeddings, each block's branches and the pooled vector")
+    parser.add_argument("--dropout", type=fraction, help="on embeddings, each block's branches and the pooled vector")
     parser.add_argument("--members", type=positive(),
                         help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
-    parser.add_argument("--val-size", type=int, default=2500,
-                        help="training reviews held out for validation, by whole movies (0: train on all)")
+    parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
+                        help="training reviews held out for validation, by whole movies (0: train on all; "
+                             "with --limit alone, a tenth of the limit)")
     parser.add_argument("--limit", type=positive(), help="use only this many reviews per split (smoke runs)")
     add_precision_arg(parser)
     add_force_arg(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last epoch's state in --out-dir/train_state/ (same options)")
     parser.set_defaults(**asdict(RECIPE))
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.val_size = validation_size(args.val_size, args.limit)
+    return args
 
 
 def main() -> None:
@@ -94,6 +98,8 @@ def main() -> None:
     check_out_dir(args.out_dir, settings=settings_of(args), force=args.force)  # before any work
     if not 0 <= args.head <= args.max_len:
         raise UserError(f"--head {args.head} must be between 0 and --max-len {args.max_len}")
+    if args.dim % args.heads:
+        raise UserError(f"--dim {args.dim} must be a multiple of --heads {args.heads} (each head gets an equal share)")
 
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process

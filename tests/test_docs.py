@@ -214,6 +214,59 @@ def test_every_option_has_a_help_text_and_no_absolute_default(options):
             assert not str(action.default).startswith("/"), f"{script} {option} defaults to {action.default}"
 
 
+def test_every_numeric_option_checks_its_range_and_its_default_lies_in_it(options):
+    """Each number an option takes goes through common.cli.number, which refuses words, nan, inf, a
+    fraction where a whole number is meant, and values just past either end of the option's range."""
+    checked = 0
+    for script, actions in options.items():
+        for option, action in actions.items():
+            if action.choices or action.type is None:  # choices name every value allowed
+                continue
+            if not hasattr(action.type, "kind"):
+                assert action.type not in (int, float), f"{script} {option}: a bare {action.type.__name__}"
+                continue
+            parse, step = action.type, 1 if action.type.kind is int else 1e-3
+            bad = ["x", "nan", "inf"] + (["1.5"] if parse.kind is int else [])
+            if parse.low is not None:
+                bad.append(str(parse.low if parse.open_low else parse.low - step))
+            if parse.high is not None:
+                bad.append(str(parse.high if parse.open_high else parse.high + step))
+            for value in bad:
+                with pytest.raises(argparse.ArgumentTypeError, match=rf"must be .*, got {re.escape(value)}$"):
+                    parse(value)
+            defaults = action.default if isinstance(action.default, list) else [action.default]
+            for default in (d for d in defaults if d is not None):
+                assert parse(str(default)) == default, f"{script} {option}: default {default} out of range"
+            checked += 1
+    assert checked >= 60
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("hw3/train.py", ["--seed", "-3"], "--seed: must be >= 0"),
+    ("hw3/train.py", ["--weight-decay", "-1"], "--weight-decay: must be >= 0"),
+    ("hw3/train.py", ["--label-smoothing", "1.5"], "--label-smoothing: must be >= 0 and < 1"),
+    ("hw3/train.py", ["--label-smoothing", "-0.1"], "--label-smoothing: must be >= 0 and < 1"),
+    ("hw3/train.py", ["--crop-padding", "-1"], "--crop-padding: must be >= 0 and <= 31"),
+    ("hw3/train.py", ["--crop-padding", "40"], "--crop-padding: must be >= 0 and <= 31"),
+    ("hw3/train.py", ["--epochs", "1.5"], "--epochs: must be a whole number, got 1.5"),
+    ("hw4/train.py", ["--label-smoothing", "2"], "--label-smoothing: must be >= 0 and < 1"),
+    ("hw4/train.py", ["--dropout", "1.5"], "--dropout: must be >= 0 and < 1"),
+    ("hw4/train.py", ["--dropout", "-0.1"], "--dropout: must be >= 0 and < 1"),
+    ("hw4/train.py", ["--warmup", "2"], "--warmup: must be >= 0 and < 1"),
+    ("hw4/train.py", ["--warmup", "-1"], "--warmup: must be >= 0 and < 1"),
+    ("hw4/train.py", ["--heads", "3", "--dim", "128"], "--dim 128 must be a multiple of --heads 3"),
+    ("hw4/train.py", ["--dim", "7"], "--dim 7 must be a multiple of --heads 4"),
+    ("hw4/baseline.py", ["--order", "4"], "--order: must be >= 1 and <= 3"),
+    ("hw2/train.py", ["--momentum", "1"], "--momentum: must be >= 0 and < 1"),
+    ("hw0/q2.py", ["--model-seed", "-1"], "--model-seed: must be >= 0"),
+])
+def test_a_bad_option_value_is_one_error_line_before_any_work(script, args, message, tmp_path):
+    result = run_script(script, *args, "--out-dir", tmp_path / "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr.splitlines()[-1] and "error: " in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_common_options_are_where_the_readme_says(options):
     def having(option: str) -> set[str]:
         return {script for script, actions in options.items() if option in actions}

@@ -321,6 +321,11 @@ def test_baseline_beats_chance_and_refuses_bad_options(imdb_dir, tmp_path):
     assert len(metrics["grid"]) == 6 and metrics["final_val_acc"] == max(g["val_acc"] for g in metrics["grid"])
     assert metrics["chosen"] in metrics["grid"] and metrics["model"] == "NBSVM, 1-2-grams"
     assert not (out / "mistakes.md").exists() and (out / "metrics.txt").read_text().startswith("accuracy ")
+    smoke = run_script("hw4/baseline.py", "--data-dir", imdb_dir, "--out-dir", tmp_path / "smoke", "--limit", "40",
+                       "--min-df", "1", "--quiet")  # --limit alone: validation shrinks to a tenth of it
+    assert smoke.returncode == 0, smoke.stderr
+    smoke_metrics = json.loads((tmp_path / "smoke" / "metrics.json").read_text())
+    assert (smoke_metrics["val_reviews"], smoke_metrics["settings"]["val_size"]) == (4, 4)
     for option, value, message in (("--order", "0", "--order"), ("--min-df", "-1", "--min-df"),
                                    ("--val-size", "60", "--val-size")):
         bad = run_script("hw4/baseline.py", "--data-dir", imdb_dir, "--out-dir", tmp_path / "bad", "--quiet",
