@@ -230,23 +230,34 @@ def add_force_arg(parser: argparse.ArgumentParser) -> None:
                         help="write into an --out-dir that holds another run's model.pt or history.json")
 
 
-def check_out_dir(out: Path, *, settings: dict | None, force: bool) -> None:
+def check_out_dir(out: Path, *, settings: dict | None, force: bool, facts: dict | None = None) -> None:
     """Refuse an output folder holding another run's model.pt or history.json, unless `force`: a run
     with `settings` may write over the run that recorded the same ones in its metrics.json (the options
-    both know, precision aside, which follows the machine); an eval (`settings` None) never does."""
+    both know, precision aside, which follows the machine), if the record also agrees with each of
+    `facts` it holds (a forced device or precision, the data's sizes); an eval (`settings` None) never does."""
     found = [name for name in RUN_FILES if (out / name).exists()]
     if not found or force:
         return
     try:
-        recorded = json.loads((out / "metrics.json").read_text())["settings"]
+        record = json.loads((out / "metrics.json").read_text())
+        recorded = record["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        recorded = None
+        record, recorded = None, None
     if settings is not None and isinstance(recorded, dict):
         shared = (set(settings) & set(recorded)) - {"precision"}
         if shared and all(settings[k] == recorded[k] for k in shared):
-            return  # the same run again: it reproduces these files
+            other = [f"{k} {record[k]} there, {v} here" for k, v in (facts or {}).items() if record.get(k, v) != v]
+            if not other:
+                return  # the same run again: it reproduces these files
+            raise UserError(f"--out-dir {out} holds a run with the same options but another "
+                            f"{'; '.join(other)}; choose another folder, or pass --force to write over it")
     raise UserError(f"--out-dir {out} holds another run ({', '.join(found)}); choose another folder, or "
                     "pass --force to write over it")
+
+
+def forced_facts(args: argparse.Namespace) -> dict:
+    """The device and precision the user forced (not auto): a run may replace only a record made with them."""
+    return {key: getattr(args, key) for key in ("device", "precision") if getattr(args, key) != "auto"}
 
 
 def settings_of(args: argparse.Namespace) -> dict:

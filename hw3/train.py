@@ -15,9 +15,9 @@ from torch import nn
 from common.atomic_io import staged_folder
 from common.cifar import (FLIPS, FORMAT_HELP, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10,
                           split_train_val)
-from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, fraction,
-                        make_parser, non_negative, number, positive, report_written, run, settings_of,
-                        validation_size)
+from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, forced_facts,
+                        fraction, make_parser, non_negative, number, positive, report_written, run,
+                        settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
@@ -140,7 +140,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     began = time.perf_counter()
     args = parse_args()
-    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force)  # before any work
+    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force,
+                  facts=forced_facts(args))  # before any work
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
     machine = report_machine(device, args.precision, show=is_main())
@@ -152,6 +153,8 @@ def main() -> None:
         raise UserError(f"{data_dir}: the test split's classes {test.classes} differ from the training "
                         f"split's {full_train.classes}")
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
+    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force, facts={  # other data, other run
+        "train_images": len(train), "val_images": len(val), "test_images": len(test)})
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
     val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None

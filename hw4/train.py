@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from common.atomic_io import staged_folder
-from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, fraction,
-                        make_parser, non_negative, number, positive, report_written, run, settings_of,
-                        validation_size)
+from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, forced_facts,
+                        fraction, make_parser, non_negative, number, positive, report_written, run,
+                        settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
@@ -95,7 +95,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     began = time.perf_counter()
     args = parse_args()
-    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force)  # before any work
+    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force,
+                  facts=forced_facts(args))  # before any work
     if not 0 <= args.head <= args.max_len:
         raise UserError(f"--head {args.head} must be between 0 and --max-len {args.max_len}")
     if args.dim % args.heads:
@@ -113,6 +114,8 @@ def main() -> None:
     # Hold out whole movies, as the test set does (it shares none with train): a random split
     # would score memorised titles and names, overrating validation accuracy by about 2 points.
     train_idx, val_idx = split_groups(reviews.groups, args.val_size, seed=args.seed, labels=reviews.labels)
+    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force, facts={  # other data, other run
+        "train_reviews": len(train_idx), "val_reviews": len(val_idx), "test_reviews": len(test)})
     vocab = Vocab.build(corpus, train_idx.numpy(), min_count=args.min_count, max_size=args.max_vocab)
     ids = vocab.encode_corpus(corpus)
 

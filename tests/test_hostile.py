@@ -282,6 +282,7 @@ def test_eval_refuses_a_folder_holding_another_run_unless_forced(tmp_path, cifar
 
 
 def test_train_refuses_another_runs_folder_but_re_runs_its_own(tmp_path, cifar_jpeg_dir):
+    """Another run: other options, a forced device or precision other than the record's, or other data."""
     args = ["--data-dir", cifar_jpeg_dir, "--device", "cpu", "--widths", "4", "8", "8", "--epochs", "1",
             "--val-size", "12", "--batch-size", "16", "--quiet", "--out-dir", tmp_path / "run"]
     assert run_script("hw3/train.py", *args).returncode == 0
@@ -289,6 +290,18 @@ def test_train_refuses_another_runs_folder_but_re_runs_its_own(tmp_path, cifar_j
     result = run_script("hw3/train.py", *args, "--lr", "0.5")
     assert result.returncode == 2 and "holds another run (model.pt, history.json)" in result.stderr
     assert run_script("hw3/train.py", *args, "--lr", "0.5", "--force").returncode == 0
+    made = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    other = {"bf16": "fp32", "fp32": "bf16"}[made["precision"]]
+    result = run_script("hw3/train.py", *args, "--lr", "0.5", "--precision", other)  # refused before any work
+    assert result.returncode == 2 and f"another precision {made['precision']} there, {other} here" in result.stderr
+    assert run_script("hw3/train.py", *args, "--lr", "0.5", "--precision", made["precision"]).returncode == 0
+    result = run_script("hw3/train.py", *args, "--lr", "0.5", "--device", "auto")  # auto may follow the machine
+    assert result.returncode == 0, result.stderr
+    extra = next((cifar_jpeg_dir / "cifar10-jpeg" / "test" / "cat").iterdir())
+    (extra.parent / f"extra{extra.suffix}").write_bytes(extra.read_bytes())  # other data: one more test image
+    result = run_script("hw3/train.py", *args, "--lr", "0.5")
+    assert result.returncode == 2 and "test_images 18 there, 19 here" in result.stderr, result.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_images"] == 18
 
 
 def test_a_planted_link_at_a_temp_name_cannot_redirect_a_write(tmp_path):
