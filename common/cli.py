@@ -271,6 +271,7 @@ def shown_path(path: str | Path) -> str:
     return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
-def report_written(path: Path) -> None:
-    """Tell the user where a result went (paths shown relative to the repo when inside it)."""
-    print(f"wrote {shown_path(path)}")
+def report_written(path: Path, changed: bool = True) -> None:
+    """Tell the user where a result went (paths shown relative to the repo when inside it), or that the
+    file there already held the same result and was kept."""
+    print(f"wrote {shown_path(path)}" if changed else f"kept {shown_path(path)} (the same result)")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import common.training
+from common.atomic_io import without_run_details
 from common.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +52,6 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
     return subprocess.CompletedProcess([script, *args], status, stdout.getvalue(), stderr.getvalue())
 
 
-TIMINGS = ("seconds", "samples_per_second", "wall_seconds", "test_seconds", "train_images_per_second",
-           "train_images_per_second_per_process", "train_reviews_per_second",
-           "command")  # what may differ between equal runs
-
-
 def run_interrupted(script: str, *args, saves: int, env: dict | None = None) -> subprocess.CompletedProcess:
     """`run_script`, with Ctrl-C arriving right after fit writes its `saves`-th per-epoch checkpoint."""
     real_save, count = common.training._save, []
@@ -74,7 +70,7 @@ def run_interrupted(script: str, *args, saves: int, env: dict | None = None) -> 
 def assert_same_run(a: Path, b: Path) -> None:
     """Two output folders hold the same run: metrics, history (timings aside) and model weights."""
     def without_timings(path: Path) -> dict:
-        return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMINGS}
+        return without_run_details(json.loads(path.read_text()))
     assert without_timings(a / "metrics.json") == without_timings(b / "metrics.json")
     assert without_timings(a / "history.json") == without_timings(b / "history.json")
     weights_a, weights_b = (torch.load(folder / "model.pt", weights_only=False)["model"] for folder in (a, b))

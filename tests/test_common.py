@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.atomic_io import atomic_path, write_json, write_text
+from common.atomic_io import atomic_path, staged_folder, write_json, write_text
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from common.cli import run
 from common.course_data import load_course_splits
@@ -96,6 +96,32 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
     write_text(target, "second")
     assert target.read_text() == "second"
     assert os.listdir(target.parent) == ["metrics.json"]
+
+
+def test_a_re_run_with_the_same_result_keeps_the_files_that_hold_it(tmp_path):
+    """Only times, the machine and the typed command differ: the committed bytes stay; a result that
+    differs replaces them."""
+    metrics = {"accuracy": 0.9, "wall_seconds": 60.0, "threads": 2, "grid": [{"c": 1, "seconds": 3.0}]}
+    text = "accuracy   0.9000\nwall time  1.0 min\ncommand    python hw4/train.py\n"
+    with staged_folder(tmp_path) as out:
+        write_json(out / "metrics.json", metrics)
+        write_text(out / "metrics.txt", text)
+        (out / "plot.png").write_bytes(b"png one")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    seen = []
+    with staged_folder(tmp_path, announce=lambda path, changed: seen.append((path.name, changed))) as out:
+        write_json(out / "metrics.json", {**metrics, "wall_seconds": 99.0, "threads": 1,
+                                          "grid": [{"c": 1, "seconds": 5.0}]})
+        write_text(out / "metrics.txt", text.replace("1.0 min", "2.5 min").replace("train.py", "train.py --quiet"))
+        (out / "plot.png").write_bytes(b"png one")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert sorted(seen) == [("metrics.json", False), ("metrics.txt", False), ("plot.png", False)]
+    with staged_folder(tmp_path) as out:  # another result: every changed file lands
+        write_json(out / "metrics.json", {**metrics, "grid": [{"c": 2, "seconds": 3.0}]})
+        write_text(out / "metrics.txt", text.replace("0.9000", "0.9100"))
+        (out / "plot.png").write_bytes(b"png two")
+    assert json.loads((tmp_path / "metrics.json").read_text())["grid"][0]["c"] == 2
+    assert "0.9100" in (tmp_path / "metrics.txt").read_text() and (tmp_path / "plot.png").read_bytes() == b"png two"
 
 
 def test_failed_atomic_write_keeps_the_old_file(tmp_path):

@@ -21,9 +21,16 @@ def load(path: str) -> dict:
     return json.loads((ROOT / path).read_text())
 
 
-def text_field(path: str, pattern: str) -> str:
-    """The first group of `pattern` in a committed text file."""
-    return re.search(pattern, (ROOT / path).read_text(), re.MULTILINE).group(1)
+def text_field(text: str, pattern: str) -> str:
+    """The first group of `pattern` in a results text file's content."""
+    return re.search(pattern, text, re.MULTILINE).group(1)
+
+
+def versions(path: str) -> list[str]:
+    """A results file as it is in the tree and as it was committed (the README quotes the committed run;
+    a re-run on another machine or thread count may change the tree's, which the README explains)."""
+    committed = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True)
+    return [(ROOT / path).read_text()] + ([committed.stdout] if committed.returncode == 0 else [])
 
 
 def pct(value: float) -> str:
@@ -36,15 +43,14 @@ def minutes(seconds: float) -> str:
 
 # (README, the start of a table row, the file its figures come from, the figures as the row shows them)
 FIGURES = [
-    ("README.md", "| hw0 q2 |", "hw0/results/q2_params.txt", lambda _: [
-        "α " + text_field("hw0/results/q2_params.txt", r"^alpha\s+\S+\s+(\S+)"),
-        "β " + text_field("hw0/results/q2_params.txt", r"^beta\s+\S+\s+(\S+)")]),
+    ("README.md", "| hw0 q2 |", "hw0/results/q2_params.txt", lambda text: [
+        "α " + text_field(text, r"^alpha\s+\S+\s+(\S+)"), "β " + text_field(text, r"^beta\s+\S+\s+(\S+)")]),
     ("README.md", "| hw0 q3 |", "hw0/results/q3_metrics.json", lambda m: [
         f"{m['val_mse_mean']:.3f} mean", f"best {m['best_val_mse']:.3f}", f"{m['wall_seconds']:.0f} s"]),
     ("README.md", "| hw1 q2 |", "hw1/results/q2_metrics.json", lambda m: [
         f"{m['val_mse']['hand_written']:.4f}", f"{m['wall_seconds']:.0f} s"]),
-    ("README.md", "| hw2 |", "hw2/results/check.txt", lambda _: [
-        text_field("hw2/results/check.txt", r"largest difference from PyTorch: (\S+) ")]),
+    ("README.md", "| hw2 |", "hw2/results/check.txt", lambda text: [
+        text_field(text, r"largest difference from PyTorch: (\S+) ")]),
     ("README.md", "| hw3 | the seed's CNN", "hw3/results/metrics.json", lambda m: [
         pct(m["accuracy"]), minutes(m["wall_seconds"])]),
     ("README.md", "| hw3 | airbench", "hw3/results/airbench/metrics.json", lambda m: [
@@ -63,6 +69,13 @@ FIGURES = [
      lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"]), f"{m['peak_rss_gb']:.1f} GB"]),
     ("hw4/README.md", "| 1.0 |", "hw4/results/baseline/metrics.json", lambda m: [
         pct(g["val_acc"]) for g in m["grid"] if g["alpha"] == 1.0]),
+    ("README.md", "hw3/eval.py` gave", "hw3/results/selection/eval_fp32_avx2.json",
+     lambda m: [pct(m["accuracy"])]),
+    ("README.md", "hw3/eval.py` gave", "hw3/results/eval-data/metrics.json", lambda m: [
+        f"committed {pct(m['accuracy'])} in {m['precision']}"]),
+    ("hw2/README.md", "The hand-written layer takes", "hw2/results/check.txt", lambda text: [
+        text_field(text, r"fastest hand-written .* ratio (\S+);") + " times as long",
+        text_field(text, r"fastest hand-written (\S+ ms)") + " against " + text_field(text, r", PyTorch (\S+ ms), ratio")]),
     ("README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw3/train.py --model airbench --out-dir hw3/results/airbench` |",
@@ -112,9 +125,15 @@ def table_row(readme: str, start: str) -> str:
 @pytest.mark.parametrize("readme, start, source, figures", FIGURES, ids=[f"{r}:{s}" for r, s, _, _ in FIGURES])
 def test_each_results_figure_is_the_one_in_its_file(readme, start, source, figures):
     row = table_row(readme, start)
-    record = load(source) if source.endswith(".json") else None
-    for figure in figures(record):
-        assert figure in row, f"{readme}: the row {start!r} should show {figure!r} (from {source})"
+    missing = [[figure for figure in figures(json.loads(text) if source.endswith(".json") else text)
+                if figure not in row] for text in versions(source)]
+    assert [] in missing, f"{readme}: the row {start!r} should show {missing[0]} (from {source})"
+
+
+def test_hw2_readme_quotes_check_txt_whole():
+    readme = (ROOT / "hw2/README.md").read_text()
+    quoted = readme.split("From `hw2/results/check.txt`:\n\n```\n", 1)[1].split("```", 1)[0]
+    assert quoted in versions("hw2/results/check.txt")
 
 
 def fenced_commands() -> list[tuple[str, str]]:
