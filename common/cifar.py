@@ -16,13 +16,14 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 
 from common.atomic_io import atomic_path
-from common.data_dir import cache_dir
+from common.data_dir import cache_dir, made_for_download, remove_if_made
 from common.distributed import rank, shard
 from common.errors import DataNotFoundError, UserError
 from common.splits import split_indices
 
 TORCHVISION_DIR = "cifar-10-batches-py"
 IMAGEFOLDER_DIR = "cifar10-jpeg"
+DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # what torchvision's CIFAR10 fetches
 FORMATS = ("auto", "torchvision", "imagefolder")
 FORMAT_HELP = (f"the data set's layout: {TORCHVISION_DIR}/ (torchvision), {IMAGEFOLDER_DIR}/<split>/<class>/ "
                "image files (imagefolder), or auto: whichever is there")
@@ -175,33 +176,44 @@ def _detect_format(data_dir: Path, split: str, fmt: str, download: bool) -> str:
         "torchvision": all((data_dir / TORCHVISION_DIR / n).is_file() for n in _batch_names(split)),
         "imagefolder": (data_dir / IMAGEFOLDER_DIR / split).is_dir(),
     }
+    by_hand = (f"Download {DOWNLOAD_URL} by hand and unpack it in {data_dir} (it holds {TORCHVISION_DIR}/), "
+               "or point --data-dir (or $CSE849_DATA) at the folder holding it")
     if fmt != "auto":
-        if not present[fmt] and not (fmt == "torchvision" and download and _download(data_dir, split)):
-            raise DataNotFoundError(f"{_where(data_dir, split, fmt)}: not found (--dataset-format {fmt})")
-        return fmt
+        if present[fmt]:
+            return fmt
+        failure = _download(data_dir, split) if fmt == "torchvision" and download else "not tried"
+        if failure is None:
+            return fmt
+        raise DataNotFoundError(f"{_where(data_dir, split, fmt)}: not found (--dataset-format {fmt})"
+                                + ("" if failure == "not tried" else f"; the download failed ({failure}). {by_hand}"))
     for kind in ("torchvision", "imagefolder"):
         if present[kind]:
             return kind
-    if download and _download(data_dir, split):
+    failure = _download(data_dir, split) if download else "not tried"
+    if failure is None:
         return "torchvision"
     raise DataNotFoundError(
         f"no CIFAR-10 {split} split in {data_dir}: looked for {_where(data_dir, split, 'torchvision')} "
         f"and {_where(data_dir, split, 'imagefolder')}/<class>/*.jpg"
-        + (" and the download failed" if download else "")
-        + "; point --data-dir (or $CSE849_DATA) at the folder holding one of them")
+        + ("" if failure == "not tried" else f"; the download failed ({failure})") + f". {by_hand}")
 
 
 def _where(data_dir: Path, split: str, fmt: str) -> Path:
     return data_dir / TORCHVISION_DIR if fmt == "torchvision" else data_dir / IMAGEFOLDER_DIR / split
 
 
-def _download(data_dir: Path, split: str) -> bool:
+def _download(data_dir: Path, split: str) -> str | None:
+    """torchvision's CIFAR-10 into `data_dir`: None on success, else why it failed, leaving nothing behind."""
     from torchvision.datasets import CIFAR10
+    made = False
     try:
+        made = made_for_download(data_dir)
         CIFAR10(str(data_dir), train=split == "train", download=True)
-        return True
-    except Exception:  # no network, read-only folder, interrupted transfer: reported by the caller
-        return False
+        return None
+    except Exception as err:  # no network, read-only folder, interrupted transfer: reported by the caller
+        remove_if_made(data_dir, made, data_dir / Path(DOWNLOAD_URL).name)
+        reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or str(err) or type(err).__name__
+        return str(reason).splitlines()[0][:160]
 
 
 def _batch_names(split: str) -> list[str]:

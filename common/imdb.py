@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from common.data_dir import cache_dir
+from common.data_dir import cache_dir, made_for_download, remove_if_made
 from common.errors import DataNotFoundError, UserError
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -73,17 +73,22 @@ def find_imdb(data_dir: Path, split: str, *, download: bool = True) -> Path:
     folder = data_dir / "aclImdb"
     if (folder / split).is_dir():
         return folder
+    if (data_dir / split / "neg").is_dir() or (data_dir / split / "pos").is_dir():
+        return data_dir  # pointed at the aclImdb folder itself
     archives = sorted(data_dir.glob("aclImdb*.tar.gz")) if data_dir.is_dir() else []
     for archive in archives:
         extracted = _extract(archive)
         if (extracted / split).is_dir():
             return extracted
-    if download and not archives and _download(data_dir):
+    failure = _download(data_dir) if download and not archives else "not tried"
+    if failure is None:
         return find_imdb(data_dir, split, download=False)
     looked = f"{folder}/{split}" + (f" and {', '.join(map(str, archives))}" if archives else
                                      f" or {data_dir}/aclImdb*.tar.gz")
-    raise DataNotFoundError(f"IMDB {split} split not found: looked for {looked}. Put the aclImdb folder "
-                            f"or archive there, or point --data-dir (or $CSE849_DATA) at it.")
+    tried = "" if failure == "not tried" else f"; the download from {URL} failed ({failure})"
+    raise DataNotFoundError(f"IMDB {split} split not found: looked for {looked}{tried}. Download "
+                            f"{Path(URL).name} by hand and put it (or the aclImdb folder it holds) in "
+                            f"{data_dir}, or point --data-dir (or $CSE849_DATA) at the folder holding it.")
 
 
 def _extract(archive: Path) -> Path:
@@ -167,12 +172,13 @@ def _is_review(name: str) -> bool:
             and parts[3].endswith(".txt"))
 
 
-def _download(data_dir: Path) -> bool:
+def _download(data_dir: Path) -> str | None:
     """Fetch the official archive into `data_dir`, checked against its length and SHA256 before it
-    takes its name; False (quietly) when the network is unavailable. A bad download is deleted."""
+    takes its name; None on success, else why it failed (the network, say), leaving nothing behind."""
     target, part = data_dir / Path(URL).name, data_dir / (Path(URL).name + ".part")
+    made = False
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        made = made_for_download(data_dir)
         print(f"downloading {URL} to {target} ...", flush=True)
         digest, received = hashlib.sha256(), 0
         with urllib.request.urlopen(URL, timeout=60) as response, open(part, "wb") as file:
@@ -181,13 +187,13 @@ def _download(data_dir: Path) -> bool:
                 digest.update(block)
                 file.write(block)
                 received += len(block)
-    except OSError:
-        part.unlink(missing_ok=True)
-        return False
+    except OSError as err:
+        remove_if_made(data_dir, made, part)
+        return str(getattr(err, "reason", None) or err.strerror or err)
     if digest.hexdigest() != SHA256 or (expected >= 0 and received != expected):
-        part.unlink(missing_ok=True)
+        remove_if_made(data_dir, made, part)
         raise UserError(f"the download from {URL} is not the IMDB archive ({received} bytes, SHA256 "
                         f"{digest.hexdigest()[:12]}..., expected {SHA256[:12]}...; a proxy or login page?); "
                         "it was deleted. Download it by hand into the data folder")
     part.rename(target)
-    return True
+    return None

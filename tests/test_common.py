@@ -27,9 +27,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # --- data location ---------------------------------------------------------------------------
 def test_data_dir_prefers_argument_then_env_then_default(monkeypatch, tmp_path):
+    (tmp_path / "arg").mkdir(), (tmp_path / "env").mkdir()
     monkeypatch.setenv("CSE849_DATA", str(tmp_path / "env"))
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert resolve_data_dir() == tmp_path / "env"
+    monkeypatch.setenv("CSE849_DATA", str(tmp_path / "typo"))  # a folder the user names must exist
+    with pytest.raises(DataNotFoundError, match=r"^\$CSE849_DATA .*typo: no such folder"):
+        resolve_data_dir()
+    assert not (tmp_path / "typo").exists()
     monkeypatch.delenv("CSE849_DATA")
     assert resolve_data_dir() == ROOT / "data"  # inside the repository, whatever the current folder
 

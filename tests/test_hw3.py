@@ -3,10 +3,12 @@ training, and eval/predict from a saved checkpoint, with clear errors for bad in
 
 import copy
 import json
+import urllib.error
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import common.cifar as cifar
@@ -257,12 +259,25 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(cifar_jp
     check_ensemble_run("hw3", args, cifar_jpeg_dir, tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")})
 
 
-def test_missing_folder_says_what_was_looked_for(tmp_path):
-    result = run_script("hw3/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path, "--device", "cpu",
-                        env={"CSE849_CACHE": str(tmp_path / "c")})
-    assert result.returncode == 3
-    assert "cifar-10-batches-py" in result.stderr and "cifar10-jpeg" in result.stderr
-    assert result.stderr.count("\n") == 1
+def test_missing_folder_says_what_was_looked_for(tmp_path, monkeypatch):
+    for data_dir, message in ((tmp_path / "nothing", "no such folder; check the path, or leave --data-dir unset "
+                                                     "to use data/ in the repository"),
+                              (tmp_path / "cifar.tar.gz", f"a file, not a folder; point --data-dir at the folder "
+                                                          f"that holds it ({tmp_path})")):
+        if data_dir.suffix:
+            data_dir.write_bytes(b"archive")
+        result = run_script("hw3/train.py", "--data-dir", data_dir, "--out-dir", tmp_path / "out", "--device", "cpu",
+                            env={"CSE849_CACHE": str(tmp_path / "c")})
+        assert result.returncode == 3 and result.stderr == f"error: --data-dir {data_dir}: {message}\n"
+    assert not (tmp_path / "nothing").exists() and not (tmp_path / "out").exists()  # nothing made for a typo
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", no_network)
+    with pytest.raises(DataNotFoundError, match=r"cifar-10-batches-py and .*cifar10-jpeg/test/<class>/\*.jpg; the "
+                       r"download failed \(no network\)\. Download https://\S+cifar-10-python.tar.gz by hand"):
+        load_cifar10(tmp_path / "data", "test")  # the default data/, absent: made for the download, then removed
+    assert not (tmp_path / "data").exists()
 
 
 def test_empty_class_folder_and_corrupt_image_are_named(cifar_jpeg_dir):

@@ -4,6 +4,7 @@ train/eval/predict scripts on a tiny fixture."""
 
 import json
 import tarfile
+import urllib.error
 
 import numpy as np
 import pytest
@@ -56,6 +57,25 @@ def test_missing_and_malformed_layouts_are_clear_errors(imdb_dir, tmp_path):
     (tmp_path / "bad" / "aclImdb_v1.tar.gz").write_bytes(b"not gzip at all")
     with pytest.raises(UserError, match=r"aclImdb_v1.tar.gz: not a readable .tar.gz archive"):
         load_imdb(tmp_path / "bad", "train", download=False)
+
+
+def test_the_aclimdb_folder_itself_is_a_data_folder_too(imdb_dir):
+    inside = load_imdb(imdb_dir / "aclImdb", "test", download=False)
+    assert inside.texts == load_imdb(imdb_dir, "test", download=False).texts and len(inside) == 20
+
+
+def test_a_failed_download_says_why_and_how_to_place_the_files_leaving_nothing(tmp_path, monkeypatch):
+    def no_network(url, timeout):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(imdb.urllib.request, "urlopen", no_network)
+    with pytest.raises(DataNotFoundError, match=r"the download from https://\S+aclImdb_v1.tar.gz failed \(no "
+                       r"network\)\. Download aclImdb_v1.tar.gz by hand and put it \(or the aclImdb folder it holds\)"):
+        load_imdb(tmp_path / "data", "train")  # the default data/, absent: made for the download, then removed
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, emptied of the partial download
+    with pytest.raises(DataNotFoundError, match="failed"):
+        load_imdb(tmp_path / "mine", "train")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
 def test_unreadable_bytes_are_replaced_not_fatal(imdb_dir):
@@ -479,11 +499,13 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir
     check_ensemble_run("hw4", args, imdb_dir, tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")})
 
 
-def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path):
+def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path, monkeypatch):
+    (tmp_path / "nothing").mkdir()
+    monkeypatch.setattr(imdb.urllib.request, "urlopen", lambda url, timeout: (_ for _ in ()).throw(OSError("offline")))
     result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "fresh",
                         "--device", "cpu")
     assert result.returncode == 3 and result.stderr.count("\n") == 1
-    assert "aclImdb" in result.stderr
+    assert f"looked for {tmp_path / 'nothing'}/aclImdb/train" in result.stderr and "failed (offline)" in result.stderr
     data_dir, _ = trained
     result = run_script("hw4/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
                         "--out-dir", tmp_path, "--device", "cpu")
