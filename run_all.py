@@ -26,12 +26,16 @@ DATA_MISSING = 3
 
 
 def run_script(script: str) -> tuple[str, str, float]:
-    """Run one script, echoing its output; returns (status, detail, seconds)."""
+    """Run one script, echoing its output; returns (status, detail, seconds). On a terminal its stderr
+    is the terminal's, so its progress bars show; otherwise (a log, a pipe) stderr is read through
+    here, and the summary can quote its last `error:` line."""
     print(f"\n=== python {script} ===", flush=True)
     began = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    last_error = ""
-    for line in proc.stderr:
+    on_terminal = sys.stderr.isatty()
+    proc = subprocess.Popen([sys.executable, script], cwd=ROOT, text=True,
+                            stderr=None if on_terminal else subprocess.PIPE)
+    last_error = "data not found (its error is above)" if on_terminal else ""
+    for line in [] if on_terminal else proc.stderr:
         sys.stderr.write(line)
         if line.startswith("error: "):
             last_error = line.removeprefix("error: ").strip()

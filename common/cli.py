@@ -40,6 +40,14 @@ def repo_path(text: str | Path) -> Path:
     return REPO_ROOT / text if isinstance(text, RepoPath) else Path(text).expanduser()
 
 
+class SetThreads(argparse.Action):
+    """--threads N: torch.set_num_threads(N) as soon as it is parsed, before anything runs."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        torch.set_num_threads(value)
+        setattr(namespace, self.dest, value)
+
+
 def make_parser(description: str, results_dir: str | None, *, data: bool = True,
                 device: bool = True) -> argparse.ArgumentParser:
     """A parser with the options scripts share: output folder (when `results_dir` names its default),
@@ -54,6 +62,9 @@ def make_parser(description: str, results_dir: str | None, *, data: bool = True,
                             help="where plots, metrics and checkpoints are written (default: %(default)s "
                                  "in the repository)")
     parser.add_argument("--seed", type=seed_number, default=0, help="random seed (0 to 2^31 - 1)")
+    parser.add_argument("--threads", type=positive(), action=SetThreads,
+                        help="CPU threads (default: all cores, or $OMP_NUM_THREADS); 1 when another job "
+                             "shares a 2-core machine, where two sets of threads spin against each other")
     if device:
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                             help="auto picks cuda, then mps, then cpu")
@@ -220,7 +231,7 @@ def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.devic
     return EvalRun(data_dir, out, device, machine, model, config)
 
 
-RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir", "force")  # options a resumed run may change
+RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir", "force", "threads")  # options a resumed run may change
 RUN_FILES = ("model.pt", "history.json")  # what marks a folder as holding a training run
 
 

@@ -185,7 +185,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
         if history_path is not None and is_main():
             write_json(history_path, history)
         if not quiet:
-            print(_epoch_line(history, epochs), flush=True)
+            print(_epoch_line(history, epochs, desc), flush=True)
     return history
 
 
@@ -194,8 +194,8 @@ def _record(history: dict[str, list[float]], **values: float) -> None:
         history.setdefault(key, []).append(value)
 
 
-def _epoch_line(history: dict[str, list[float]], epochs: int) -> str:
-    parts = [f"epoch {history['epoch'][-1]:>3}/{epochs}"]
+def _epoch_line(history: dict[str, list[float]], epochs: int, desc: str = "") -> str:
+    parts = [f"{desc} epoch {history['epoch'][-1]:>3}/{epochs}".strip()]
     for key, values in history.items():
         if key.startswith(("train_", "val_")):
             parts.append(f"{key} {values[-1]:.4f}")

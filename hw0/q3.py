@@ -4,6 +4,7 @@ so the choice is never the edge of what was tried; then the choice is trained wi
 
 import csv
 import io
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -156,13 +157,16 @@ def main() -> None:
     splits = load_course_splits(require_file(resolve_data_dir(args.data_dir), "HW0_data.pt"))
     with staged_folder(args.out_dir, announce=report_written) as out:
         # 1. Coordinate search with --seed, then fill the batch x lr square around the choice for the map.
-        bar = progress(desc="search runs", quiet=args.quiet)
+        bar, run_number = progress(desc="search runs", quiet=args.quiet), itertools.count(1)
 
         def evaluate(setting: dict) -> dict:
             _, history = train_mlp(splits, seed=args.seed, device=device, **setting)
             if not np.isfinite(history["val_loss"][-1]):
                 raise UserError(f"the run {setting} ended with a non-finite validation MSE")
             bar.update(1)
+            if not args.quiet:  # a line per run, also where no progress bar shows (a log, a pipe)
+                print(f"search run {next(run_number)}: batch size {setting['batch_size']}, lr {setting['lr']:g}, "
+                      f"{setting['epochs']} epochs: val MSE {history['val_loss'][-1]:.4f}", flush=True)
             return {"train_mse": history["train_loss"][-1], "val_mse": history["val_loss"][-1]}
 
         chosen, rows = coordinate_search(evaluate, {axis: getattr(args, axis) for axis in LADDERS}, args.margin)

@@ -10,10 +10,10 @@ from torch import nn
 
 from common.atomic_io import atomic_path, staged_folder, write_json, write_text
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from common.cli import run
+from common.cli import make_parser, run, settings_of
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
-from common.device import autocast, select_device
+from common.device import autocast, report_machine, select_device
 from common.ensemble import Ensemble, validation_record
 from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
@@ -26,6 +26,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # --- data location ---------------------------------------------------------------------------
+def test_threads_option_sets_torch_s_threads_at_parse_time_and_is_no_setting():
+    before = torch.get_num_threads()
+    try:
+        args = make_parser("demo", "runs/demo").parse_args(["--threads", "1"])
+        assert torch.get_num_threads() == 1 and args.threads == 1 and "threads" not in settings_of(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fp16_on_a_cpu_is_warned_about(capsys):
+    report_machine(torch.device("cpu"), "fp16")
+    assert "warning: fp16 on a CPU is emulated" in capsys.readouterr().err
+    report_machine(torch.device("cpu"), "fp32")
+    assert capsys.readouterr().err == ""
+
+
 def test_data_dir_prefers_argument_then_env_then_default(monkeypatch, tmp_path):
     (tmp_path / "arg").mkdir(), (tmp_path / "env").mkdir()
     monkeypatch.setenv("CSE849_DATA", str(tmp_path / "env"))

@@ -291,7 +291,7 @@ def test_the_common_options_are_where_the_readme_says(options):
         return {script for script, actions in options.items() if option in actions}
     every = set(SCRIPTS)
     predicts = {"hw3/predict.py", "hw4/predict.py"}
-    assert having("--seed") == having("--quiet") == every
+    assert having("--seed") == having("--quiet") == having("--threads") == every
     assert having("--out-dir") == every - predicts
     assert having("--device") == every - {"hw1/q1.py", "hw2/check.py", "hw4/baseline.py"}
     assert having("--data-dir") == {"hw0/q3.py", "hw1/q2.py", "hw2/train.py", "hw3/train.py", "hw3/eval.py",
@@ -317,6 +317,23 @@ def test_default_paths_resolve_against_the_repository_from_any_folder(tmp_path, 
     result = run_script("hw3/predict.py", "grey.png", "--device", "cpu")  # the committed checkpoint, found
     assert result.returncode == 0 and result.stdout.startswith("grey.png: "), result.stderr
     assert not (tmp_path / "hw3").exists() and not (tmp_path / "data").exists()
+
+
+def test_run_all_leaves_a_terminal_to_the_script_and_reads_errors_elsewhere(tmp_path, monkeypatch, capfd):
+    """On a terminal the script's stderr is the terminal (progress bars need one); in a log run_all reads
+    it through, echoing it and quoting its error line in the summary."""
+    import run_all
+    script = tmp_path / "missing.py"
+    script.write_text("import os, sys\n"  # is this stderr run_all's own (inherited) or a pipe to it?
+                      "same = os.path.samestat(os.fstat(2), os.stat(f'/proc/{os.getppid()}/fd/2'))\n"
+                      "print('shared' if same else 'piped', file=sys.stderr)\n"
+                      "print('error: no data here', file=sys.stderr)\nsys.exit(3)\n")
+    for terminal, detail in ((False, "no data here"), (True, "data not found (its error is above)")):
+        monkeypatch.setattr(run_all.sys.stderr, "isatty", lambda: terminal)
+        status, said, _ = run_all.run_script(str(script))
+        echoed = capfd.readouterr().err
+        assert (status, said) == ("skipped", detail) and "error: no data here" in echoed
+        assert echoed.startswith("shared" if terminal else "piped"), echoed
 
 
 def test_run_all_has_help_and_runs_one_homework():

@@ -59,8 +59,10 @@ def test_q2_script_writes_its_results(tmp_path):
 
 def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir):
     result = run_script("hw0/q3.py", "--data-dir", hw0_data_dir, "--epochs", "100", "--batch-size", "64",
-                        "--lr", "0.03", "--margin", "1", "--seeds", "1", "2", "--quiet", "--out-dir", tmp_path)
+                        "--lr", "0.03", "--margin", "1", "--seeds", "1", "2", "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if line.startswith("search run ")]  # progress in a log too
+    assert len(runs) == 11 and runs[0].startswith("search run 1: batch size 32, lr 0.03, 100 epochs: val MSE ")
     rows = list(csv.DictReader((tmp_path / "q3_sweep.csv").open()))
     # margin 1: the start, its six neighbours and the four corners of its batch x lr square, then stay
     assert len(rows) == 11 and ("32", "0.03", "100") == (rows[0]["batch_size"], rows[0]["lr"], rows[0]["epochs"])

@@ -65,6 +65,14 @@ def test_fit_learns_and_records_history(tmp_path):
     assert outputs.shape == (128, 2) and targets.shape == (128,)
 
 
+def test_each_epoch_line_names_the_member_it_belongs_to(capsys):
+    model, optimizer, _, train, val = setup()
+    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, desc="member 2/3")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:22] for line in lines] == ["member 2/3 epoch   1/2", "member 2/3 epoch   2/2"]
+    assert all("train_loss " in line and "val_loss " in line for line in lines)
+
+
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_fit_trains_and_evaluates_in_the_precision_asked_for(precision, dtype):
     model, optimizer, _, train, val = setup()
