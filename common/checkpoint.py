@@ -30,14 +30,18 @@ def save_checkpoint(path: str | os.PathLike, *, kind: str, model: nn.Module | di
 def load_checkpoint(path: str | os.PathLike, *, kind: str | tuple[str, ...],
                     required: tuple[str, ...] = ()) -> dict:
     """Load a checkpoint saved by `save_checkpoint`, checking its kind and `required` extra keys."""
-    path = Path(path)
+    path = checkpoint_in(Path(path))
     if not path.is_file():
         raise UserError(missing_checkpoint_message(path))
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise UserError(f"{path}: not a PyTorch checkpoint (a model.pt that a train.py wrote)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated/foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason[:120]})") from None
+        short = reason if len(reason) <= 120 else reason[:120].rsplit(" ", 1)[0] + " ..."
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({short})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a cse849 checkpoint (no '{FORMAT}' header)")
     kinds = (kind,) if isinstance(kind, str) else kind
@@ -92,6 +96,17 @@ def whole(value: object, low: int, high: int) -> bool:
 def names(value: object, low: int, high: int) -> bool:
     """Whether `value` is a list of `low` to `high` strings."""
     return isinstance(value, list) and low <= len(value) <= high and all(isinstance(v, str) for v in value)
+
+
+def checkpoint_in(path: Path) -> Path:
+    """`path`, or for a run's folder the checkpoint inside it: its model.pt, else its int8 copy."""
+    if not path.is_dir():
+        return path
+    for name in ("model.pt", COMPACT_CHECKPOINT):
+        if (path / name).is_file():
+            return path / name
+    raise UserError(f"{path}: a folder without model.pt or {COMPACT_CHECKPOINT}; give the run folder a "
+                    "train.py wrote, or the checkpoint file itself")
 
 
 def missing_checkpoint_message(path: Path) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image, UnidentifiedImageError
@@ -280,6 +281,8 @@ def read_image(path: Path, *, max_pixels: int, exact: tuple[int, int] | None = N
     """An image file as uint8 (3, H, W) RGB. Its size is read from the header first: a file over
     MAX_IMAGE_BYTES, an image of more than `max_pixels` or, with `exact`, not of (width, height) is
     refused before anything is decoded."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not an image file")
     try:
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
@@ -298,11 +301,22 @@ def read_image(path: Path, *, max_pixels: int, exact: tuple[int, int] | None = N
     try:
         image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
                              mode=ImageReadMode.RGB)
-    except Exception:
-        raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
+        image = image[0] if image.dim() == 4 else image  # an animated GIF: its first frame
+    except Exception:  # a format torchvision does not decode (BMP, TIFF, ...): Pillow's decoder
+        image = _decode_with_pillow(path)
     if image.shape[1:] != (height, width):  # the header lied about the size
         raise UserError(f"{path}: decodes to {image.shape[2]}x{image.shape[1]}, its header says {width}x{height}")
     return image
+
+
+def _decode_with_pillow(path: Path) -> Tensor:
+    """An image Pillow can read, as uint8 (3, H, W) RGB (its first frame); a UserError if it cannot."""
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except Exception:
+        raise UserError(f"{path}: not a readable image (corrupt or unsupported format)") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
 def _decode_all(files: list[Path]) -> Tensor:

@@ -175,6 +175,26 @@ def refuse_overwriting_inputs(output: Path | None, inputs: list[Path], option: s
         raise UserError(f"{option} {output}: that is one of the inputs; name a new file")
 
 
+def read_each(paths: list, read: Callable[[object], object], what: str,
+              others: int = 0) -> tuple[list[tuple[object, object]], int]:
+    """`read` each input, printing an `error:` line for each one it refuses instead of stopping: the
+    (input, what was read) pairs in order, and how many failed. A UserError when none could be read
+    and there are no `others` inputs to go on with (the one input's own error, if there was one)."""
+    done, errors = [], []
+    for path in paths:
+        try:
+            done.append((path, read(path)))
+        except UserError as err:
+            errors.append(err)
+    if not done and not others and len(errors) == 1:
+        raise errors[0]
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+    if not done and not others and errors:
+        raise UserError(f"none of the {len(errors)} {what} could be read")
+    return done, len(errors)
+
+
 def run(main: Callable[[], object]) -> None:
     """Call `main()`; a `UserError` becomes one `error:` line on stderr and a non-zero exit status."""
     try:

@@ -1,6 +1,7 @@
 """The IMDB Large Movie Review set: found as an `aclImdb/` folder or an `aclImdb*.tar.gz` archive in the
 data dir (extracted once into the cache), else downloaded; read as texts and 0/1 labels."""
 
+import codecs
 import hashlib
 import json
 import os
@@ -146,16 +147,28 @@ def _matches_manifest(target: Path, manifest: Path) -> bool:
         return False
 
 
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),  # before UTF-16 LE's, their prefix
+        (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def read_review_file(path: Path) -> str:
-    """One review file's text, reading no more than MAX_REVIEW_BYTES characters of it: a longer file, a
-    folder or an unreadable file is a UserError."""
+    """One review file's text (UTF-8, or the encoding its byte-order mark names), reading no more than
+    MAX_REVIEW_BYTES characters of it: a longer file, a folder, an unreadable or a binary file (NUL
+    bytes) is a UserError."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a review file")
     try:
-        with open(path, encoding="utf-8", errors="replace") as file:
+        with open(path, "rb") as file:
+            start = file.read(4)
+        encoding = next((name for bom, name in BOMS if start.startswith(bom)), "utf-8")
+        with open(path, encoding=encoding, errors="replace") as file:
             text = file.read(MAX_REVIEW_BYTES + 1)
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
     if len(text) > MAX_REVIEW_BYTES:
         raise UserError(f"{path}: over {MAX_REVIEW_BYTES // 1_000_000} MB; a review file must be smaller")
+    if "\0" in text:
+        raise UserError(f"{path}: not a text file (it holds NUL bytes); give a plain-text review")
     return text
 
 

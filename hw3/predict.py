@@ -11,8 +11,9 @@ from torchvision.transforms.functional import resize
 
 from common.attribution import integrated_gradients
 from common.cifar import normalize, read_image
-from common.cli import (RepoPath, make_parser, png_file, positive, refuse_overwriting_inputs, repo_path,
-                        report_written, run)
+from common.cli import (RepoPath, make_parser, png_file, positive, read_each, refuse_overwriting_inputs,
+                        repo_path, report_written, run)
+from common.errors import UserError
 from common.device import select_device
 from common.plotting import new_figure, save_figure
 from hw3.model import load_model, predict_logits
@@ -53,10 +54,10 @@ def main() -> None:
                         help="also write each image beside a heat map of the evidence for its top class")
     args = parser.parse_intermixed_args()  # options may come between the inputs
     refuse_overwriting_inputs(args.explain_png, args.images, "--explain-png")
-    images = torch.stack([read_input(path) for path in args.images])  # all checked before any work
     device = select_device(args.device)
     model, config = load_model(args.checkpoint, device)
-    images = images.to(device)
+    read, unreadable = read_each(args.images, read_input, "images")  # each unreadable one said, the rest predicted
+    args.images, images = [path for path, _ in read], torch.stack([image for _, image in read]).to(device)
     batch = normalize(images, config["mean"], config["std"]).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         probabilities = predict_logits(model, batch, config["tta"]).float().softmax(dim=1)
@@ -75,6 +76,8 @@ def main() -> None:
                   zip(args.images, best.tolist(), top.values[:, 0].tolist())]
         plot_explanations(images, attributions, titles, args.explain_png)  # written atomically
         report_written(args.explain_png)
+    if unreadable:
+        raise UserError(f"{unreadable} of {unreadable + len(read)} images could not be read (see above)")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from common.attribution import integrated_gradients
 from common.ensemble import members_of, vote
 from common.plotting import new_figure, save_figure
-from common.text import UNK, Vocab, tokenize
+from common.text import Vocab, tokenize
 from common.text_batches import truncate
 
+EMPTY = "[no words]"  # an empty review as shown; not a token the tokenizer makes, so encoded as <unk>
 LEVELS = (0.1, 0.3, 0.6)  # |attribution| / the review's largest, where a word's mark gets one step stronger
 
 
@@ -32,7 +33,7 @@ class Reading:
 
 def read_review(text: str, vocab: Vocab, max_len: int, head: int) -> Reading:
     """`text` tokenized, encoded and cut to `max_len` tokens exactly as in training and evaluation."""
-    tokens = tokenize(text) or [UNK]
+    tokens = tokenize(text) or [EMPTY]  # the model reads it as one <unk>
     kept = truncate(np.arange(len(tokens)), max_len, head)
     words = [tokens[i] for i in kept]
     return Reading(words, torch.from_numpy(vocab.encode(words)), head, len(tokens) - len(kept))

@@ -10,12 +10,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 
 from common.checkpoint import COMPACT_CHECKPOINT
-from common.cli import (RepoPath, make_parser, png_file, positive, refuse_overwriting_inputs, repo_path,
-                        report_written, run)
+from common.cli import (RepoPath, make_parser, png_file, positive, read_each, refuse_overwriting_inputs,
+                        repo_path, report_written, run)
 from common.device import select_device
 from common.errors import UserError
 from common.imdb import read_review_file
-from common.text import Vocab
+from common.text import UNK_ID, Vocab
 from common.text_batches import pad_batch
 from hw4.explain import as_ansi, as_markers, plot_words, read_review, word_attributions
 from hw4.model import load_model
@@ -36,18 +36,22 @@ def main() -> None:
                         help="also write each review with its words marked as a figure")
     args = parser.parse_intermixed_args()  # options may come between the inputs
     refuse_overwriting_inputs(args.explain_png, args.file, "--explain-png")
-    inputs = [(f'"{excerpt(text)}"', text) for text in args.texts]  # (how each is shown, its text)
-    inputs += [(str(path), read_review_file(path)) for path in args.file]
-    if not inputs:
+    if not args.texts and not args.file:
         raise UserError("give a review text or --file FILE")
-    for name, text in inputs:
+    device = select_device(args.device)
+    model, config = load_model(args.checkpoint, device)
+    inputs = [(f'"{excerpt(text)}"', text) for text in args.texts]  # (how each is shown, its text)
+    files, unreadable = read_each(args.file, read_review_file, "review files", others=len(inputs))  # each said
+    inputs += [(str(path), text) for path, text in files]
+    vocab = Vocab(config["vocab"])
+    readings = [read_review(text, vocab, config["max_len"], config["head"]) for _, text in inputs]
+    for (name, text), reading in zip(inputs, readings):
         if not text.strip():
             print(f"warning: {name} holds no words; its score is the model's lean on an empty review",
                   file=sys.stderr)
-    device = select_device(args.device)
-    model, config = load_model(args.checkpoint, device)
-    vocab = Vocab(config["vocab"])
-    readings = [read_review(text, vocab, config["max_len"], config["head"]) for _, text in inputs]
+        elif bool((reading.ids == UNK_ID).all()):
+            print(f"warning: {name}: none of its words is in the model's vocabulary, so the model reads only "
+                  "unknown-word tokens; its score says nothing about the review", file=sys.stderr)
     with torch.no_grad():
         probabilities = model(pad_batch([r.ids for r in readings]).to(device)).float().softmax(dim=1).cpu()
     top = probabilities.topk(min(args.top, probabilities.shape[1]), dim=1)
@@ -69,6 +73,8 @@ def main() -> None:
                    f"integrated gradients: green pushed toward {positive_class}, red toward {negative}; "
                    "the darker, the larger against the review's strongest word", args.explain_png)
         report_written(args.explain_png)
+    if unreadable:
+        raise UserError(f"{unreadable} of {len(args.file)} review files could not be read (see above)")
 
 
 def excerpt(text: str, length: int = 70) -> str:

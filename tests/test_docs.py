@@ -147,6 +147,14 @@ def fenced_commands() -> list[tuple[str, str]]:
     return found
 
 
+def test_every_file_a_documented_command_reads_is_in_the_repository():
+    for readme, command in fenced_commands():
+        words = command.split()
+        for i, word in enumerate(words[:-1]):
+            if word in ("--file", "--checkpoint") and not words[i + 1].startswith("runs/"):  # runs/: made just before
+                assert (ROOT / words[i + 1]).exists(), f"{readme}: `{command}` reads {words[i + 1]}, which is not there"
+
+
 def test_readmes_name_no_development_only_paths():
     for readme in READMES:
         assert "shared/data" not in (ROOT / readme).read_text(), readme

@@ -388,3 +388,41 @@ def test_a_checkpoint_config_asking_for_absurd_sizes_or_wrong_types_is_refused(t
 def test_top_must_be_positive(tmp_path):
     result = run_script("hw3/predict.py", tmp_path / "x.png", "--top", "-1")
     assert result.returncode == 2 and "--top: must be > 0, got -1" in result.stderr
+
+
+def test_predict_says_which_images_it_cannot_read_and_predicts_the_rest(tmp_path):
+    from PIL import Image
+    red, green = Image.new("RGB", (32, 32), (200, 30, 30)), Image.new("RGB", (40, 20), (30, 200, 30))
+    red.save(tmp_path / "anim.gif", save_all=True, append_images=[green.resize((32, 32))])  # animated
+    green.save(tmp_path / "green.bmp")  # a format torchvision does not decode
+    (tmp_path / "broken.gif").write_bytes(b"GIF89a")
+    (tmp_path / "folder.png").mkdir()
+    result = run_script("hw3/predict.py", tmp_path / "anim.gif", tmp_path / "broken.gif", tmp_path / "green.bmp",
+                        tmp_path / "folder.png", "--top", "1", "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [str(tmp_path / "anim.gif"),
+                                                                          str(tmp_path / "green.bmp")]
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'broken.gif'}: not a readable image (corrupt or unsupported format)",
+        f"error: {tmp_path / 'folder.png'}: a folder, not an image file",
+        "error: 2 of 4 images could not be read (see above)"]
+    from_folder = run_script("hw3/predict.py", tmp_path / "green.bmp", "--checkpoint", "hw3/results", "--top", "1",
+                             "--device", "cpu")
+    assert from_folder.returncode == 0 and from_folder.stdout == result.stdout.splitlines()[1] + "\n"  # its model.pt
+    wrong = run_script("hw3/predict.py", tmp_path / "green.bmp", "--checkpoint", "hw3/results/explain.png")
+    assert wrong.stderr == "error: hw3/results/explain.png: not a PyTorch checkpoint (a model.pt that a train.py wrote)\n"
+
+
+def test_hw4_predict_reads_byte_order_marks_refuses_binary_and_warns_when_no_word_is_known(tmp_path):
+    (tmp_path / "utf16.txt").write_bytes("A wonderful film".encode("utf-16"))  # with its byte-order mark
+    (tmp_path / "binary.txt").write_bytes(b"good\x00\x01\x02")
+    result = run_script("hw4/predict.py", "--file", tmp_path / "utf16.txt", "--file", tmp_path / "binary.txt",
+                        "zzzz qqqq", "", "--explain", "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith(f"{tmp_path / 'utf16.txt'}: pos ")  # "a wonderful film", not "� � a w o n d"
+    assert "wonderful" in result.stdout and "[no words]" in result.stdout and "<unk>" not in result.stdout
+    assert f"error: {tmp_path / 'binary.txt'}: not a text file (it holds NUL bytes)" in result.stderr
+    assert "\"zzzz qqqq\": none of its words is in the model's vocabulary" in result.stderr
+    assert "\"\" holds no words" in result.stderr and result.stderr.endswith(
+        "error: 1 of 2 review files could not be read (see above)\n")
