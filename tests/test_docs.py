@@ -202,6 +202,33 @@ def test_recorded_commands_are_as_a_user_types_them_from_the_root():
             assert "shared" not in command, f"{path}: {command!r}"
 
 
+def test_each_recorded_training_command_trains_what_its_record_says():
+    """The command in a committed metrics.json, parsed today, gives the options the record holds (under
+    `settings` or beside them, as `members` and `tta`, or in the history's length); options since removed
+    must have been off."""
+    import importlib
+    import shlex
+    from common.cli import settings_of
+    for path in committed("hw*/results/**metrics.json"):
+        record = load(path)
+        words = shlex.split(record.get("command", ""))
+        words = words[words.index("--nproc_per_node=2") + 1:] if words[:1] == ["torchrun"] else words[1:]
+        if "settings" not in record or not words or not words[0].endswith("train.py"):
+            continue
+        module = importlib.import_module(words[0].removesuffix(".py").replace("/", "."))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "argv", words)
+            parsed = settings_of(module.parse_args())
+        recorded = {**{k: record[k] for k in parsed if k in record}, **record["settings"]}
+        history = ROOT / path.replace("metrics.json", "history.json")
+        if "members" not in recorded and history.is_file():  # older records: one epoch list per member
+            recorded["members"] = len(json.loads(history.read_text())["epoch"]) // recorded["epochs"]
+        differing = {k: (recorded[k], parsed[k]) for k in parsed if k in recorded and k != "precision"
+                     and recorded[k] != parsed[k]}
+        assert not differing, f"{path}: `{record['command']}` today trains with (recorded, parsed) {differing}"
+        assert all(not v for k, v in recorded.items() if k not in parsed), f"{path}: a removed option was on"
+
+
 def test_every_results_file_that_reports_a_time_records_the_machine_class():
     for path in committed("hw*/results/**.json"):
         record = load(path)
