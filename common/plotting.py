@@ -23,8 +23,10 @@ def new_figure(ncols: int = 1, nrows: int = 1, panel_size: tuple[float, float] =
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
-    """Save `fig` atomically at 150 dpi and close it."""
-    fig.tight_layout()
+    """Save `fig` atomically at 150 dpi and close it (laid out tightly, unless it has a layout engine of
+    its own, such as the constrained one a colour bar across several panels needs)."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150)
     plt.close(fig)

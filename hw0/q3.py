@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
+import matplotlib.ticker
 import numpy as np
 import torch
 from torch import nn
@@ -120,7 +121,9 @@ def plot_search(rows: list[dict], chosen: dict, path: Path) -> None:
     for (i, j), value in np.ndenumerate(grid):
         if not np.isnan(value):
             bold = "bold" if (sizes[i], lrs[j]) == (chosen["batch_size"], chosen["lr"]) else "normal"
-            axes[0, 0].text(j, i, f"{value:.3f}", ha="center", va="center", color="white", weight=bold)
+            light = value < np.nanmin(grid) + 0.5 * (np.nanmax(grid) - np.nanmin(grid))  # low MSE: pale cells
+            axes[0, 0].text(j, i, f"{value:.3f}", ha="center", va="center", color="black" if light else "white",
+                            weight=bold)
     axes[0, 0].set(xticks=range(len(lrs)), xticklabels=[f"{lr:g}" for lr in lrs], xlabel="learning rate",
                    yticks=range(len(sizes)), yticklabels=sizes, ylabel="batch size",
                    title=f"validation MSE at {chosen['epochs']} epochs")
@@ -128,8 +131,11 @@ def plot_search(rows: list[dict], chosen: dict, path: Path) -> None:
     line = sorted((r["epochs"], r["val_mse"]) for r in rows
                   if (r["batch_size"], r["lr"]) == (chosen["batch_size"], chosen["lr"]))
     axes[0, 1].plot(*zip(*line), "o-")
+    epochs = [e for e, _ in line]
     axes[0, 1].set(xscale="log", xlabel="epochs", ylabel="validation MSE",
                    title=f"batch {chosen['batch_size']}, lr {chosen['lr']:g}")
+    axes[0, 1].set_xticks(epochs, [str(e) for e in epochs])  # each run's epochs, written out (not 2x10^2)
+    axes[0, 1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0, 1].grid(alpha=0.3)
     save_figure(fig, path)
 

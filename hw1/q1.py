@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.contour import ContourSet
 from torch import Tensor
 
 from common.atomic_io import staged_folder, write_text
@@ -96,10 +97,11 @@ def landscape(points: int = 300) -> tuple[np.ndarray, ...]:
 
 
 def draw_trajectory(ax: Axes, surface: tuple[np.ndarray, ...], trajectory: Trajectory, title: str, *,
-                    labels: bool) -> None:
-    """Contours of y over the view, the steps as arrows, the start (circle) and end (star) marked."""
+                    labels: bool) -> ContourSet:
+    """Contours of y over the view, the steps as arrows, the start (circle) and end (star) marked;
+    returns the contours, for a colour bar."""
     grid_x, grid_y, values, levels = surface
-    ax.contourf(grid_x, grid_y, values, levels=levels, cmap="viridis")
+    contours = ax.contourf(grid_x, grid_y, values, levels=levels, cmap="viridis")
     path = trajectory.path.numpy()
     step = path[1:] - path[:-1]
     ax.quiver(path[:-1, 0], path[:-1, 1], step[:, 0], step[:, 1], angles="xy", scale_units="xy",
@@ -108,11 +110,12 @@ def draw_trajectory(ax: Axes, surface: tuple[np.ndarray, ...], trajectory: Traje
     if abs(path[-1]).max() <= VIEW:
         ax.plot(*path[-1], "*", color="red", mec="black", ms=9)
     ax.set(xlim=(-VIEW, VIEW), ylim=(-VIEW, VIEW), aspect="equal")
-    ax.set_title(f"{title}\n{trajectory.describe()}", fontsize=8 if labels else 6)
+    ax.set_title(f"{title}\n{trajectory.describe()}", fontsize=8 if labels else 5.5)
     if labels:
         ax.set(xlabel="$x_1$", ylabel="$x_2$")
     else:
         ax.set(xticks=[], yticks=[])
+    return contours
 
 
 def endpoint_table(runs: dict[tuple[float, int], Trajectory]) -> str:
@@ -148,13 +151,16 @@ def main() -> None:
         for lr, seed in progress([(lr, s) for lr in args.lrs for s in seeds], desc="runs", quiet=args.quiet):
             runs[lr, seed] = trajectory = descend(start_point(seed), lr, args.steps)
             fig, axes = new_figure(panel_size=(3.2, 3.3))
-            draw_trajectory(axes[0, 0], surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=True)
+            contours = draw_trajectory(axes[0, 0], surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=True)
+            fig.colorbar(contours, ax=axes[0, 0], label="y", shrink=0.8)
             path = out / "plots" / f"q1_{lr:g}_{seed}.png"
             save_figure(fig, path)
 
         fig, axes = new_figure(len(seeds), len(args.lrs), panel_size=(1.9, 2.0))
         for ax, ((lr, seed), trajectory) in zip(axes.ravel(), runs.items()):
-            draw_trajectory(ax, surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=False)
+            contours = draw_trajectory(ax, surface, trajectory, f"λ = {lr:g}, seed {seed}", labels=False)
+        fig.set_layout_engine("constrained")  # room for one colour bar beside all the panels
+        fig.colorbar(contours, ax=axes, label="y", shrink=0.6)
         fig.suptitle("gradient descent on y = r²(sin²(6θ + 2r) + 1): step size λ by row, seed by column")
         save_figure(fig, out / "q1_grid.png")
         write_text(out / "q1_endpoints.csv", endpoint_table(runs))

@@ -37,8 +37,11 @@ def plot_explanations(images: torch.Tensor, attributions: torch.Tensor, titles: 
         axes[row, 0].set_title(title, fontsize=9)
         heat = attribution.sum(dim=0).clamp(min=0).cpu().numpy()
         axes[row, 1].imshow(image.permute(1, 2, 0).cpu().numpy(), interpolation="nearest", alpha=0.35)
-        axes[row, 1].imshow(heat, cmap="inferno", alpha=0.75, interpolation="bilinear")
+        shown = axes[row, 1].imshow(heat, cmap="inferno", alpha=0.75, interpolation="bilinear")
         axes[row, 1].set_title("integrated gradients", fontsize=9)
+        key = axes[row, 1].figure.colorbar(shown, ax=axes[row, 1], fraction=0.046, pad=0.04)
+        key.set_label("raises the top class's\nlog-probability by", fontsize=7)
+        key.ax.tick_params(labelsize=6)
         for ax in axes[row]:
             ax.axis("off")
     save_figure(fig, path)

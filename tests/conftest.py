@@ -52,6 +52,23 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
     return subprocess.CompletedProcess([script, *args], status, stdout.getvalue(), stderr.getvalue())
 
 
+def capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> dict[str, object]:
+    """Make `module`'s save_figure also keep each figure (by file name) for the test to inspect."""
+    import common.plotting
+    kept = {}
+
+    def save_and_keep(fig, path):
+        kept[Path(path).name] = fig
+        common.plotting.save_figure(fig, path)
+    monkeypatch.setattr(module, "save_figure", save_and_keep)
+    return kept
+
+
+def colour_bars(fig) -> list:
+    """The colour-bar axes of a figure."""
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
 def run_interrupted(script: str, *args, saves: int, env: dict | None = None) -> subprocess.CompletedProcess:
     """`run_script`, with Ctrl-C arriving right after fit writes its `saves`-th per-epoch checkpoint."""
     real_save, count = common.training._save, []

@@ -8,7 +8,7 @@ import torch
 
 from hw0.q2 import LinearData, fit_line, make_model
 from hw0.q3 import LADDERS, at_ladder_end, coordinate_search, make_mlp
-from tests.conftest import run_script
+from tests.conftest import capture_figures, run_script
 
 
 def test_each_split_is_fixed_and_distinct():
@@ -57,7 +57,9 @@ def test_q2_script_writes_its_results(tmp_path):
     assert true == 1.0 and abs(estimated - 1.0) < 0.1 and abs(estimated - least_squares) < 0.05
 
 
-def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir):
+def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir, monkeypatch):
+    import hw0.q3
+    figures = capture_figures(monkeypatch, hw0.q3)
     result = run_script("hw0/q3.py", "--data-dir", hw0_data_dir, "--epochs", "100", "--batch-size", "64",
                         "--lr", "0.03", "--margin", "1", "--seeds", "1", "2", "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -71,6 +73,8 @@ def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir):
     # y = x^2 on [-2, 2] has variance ~1.4; a trained MLP must do far better than a constant.
     assert metrics["best_val_mse"] < 0.1 and set(metrics["val_mse_by_seed"]) == {"1", "2"}
     assert (tmp_path / "q3_sweep.png").stat().st_size > 0
+    by_epochs = next(ax for ax in figures["q3_sweep.png"].axes if ax.get_xlabel() == "epochs")
+    assert [t.get_text() for t in by_epochs.get_xticklabels()] == ["50", "100", "200"]  # each run, written out
     predictions = (tmp_path / "q3_test_output.txt").read_text().split()
     assert len(predictions) == 50
     assert (tmp_path / "q3_plot.png").stat().st_size > 0 and (tmp_path / "q3_model.pt").is_file()

@@ -11,7 +11,7 @@ from torch import nn
 from hw1.layers import SGD, Adam, Linear, MSELoss, ReLU
 from hw1.q1 import ESCAPE, descend, spiral, spiral_grad, start_point
 from hw1.q2 import MLP, OPTIMIZERS, torch_twin
-from tests.conftest import run_script
+from tests.conftest import capture_figures, colour_bars, run_script
 
 
 def autograd_of(fn, x: torch.Tensor) -> torch.Tensor:
@@ -263,13 +263,17 @@ def project1_data_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_q1_script_writes_every_plot_the_grid_and_the_endpoint_table(tmp_path):
+def test_q1_script_writes_every_plot_the_grid_and_the_endpoint_table(tmp_path, monkeypatch):
+    import hw1.q1
+    figures = capture_figures(monkeypatch, hw1.q1)
     result = run_script("hw1/q1.py", "--lrs", "0.01", "1", "--runs", "2", "--steps", "50", "--quiet",
                         "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("q1_0.01_1.png", "q1_0.01_2.png", "q1_1_1.png", "q1_1_2.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 0
     assert (tmp_path / "q1_grid.png").stat().st_size > 0
+    for name in ("q1_0.01_1.png", "q1_grid.png"):  # y's scale is given: one colour bar, labelled
+        assert [bar.get_ylabel() for bar in colour_bars(figures[name])] == ["y"]
     rows = list(csv.DictReader((tmp_path / "q1_endpoints.csv").open()))
     assert [(r["lr"], r["seed"]) for r in rows] == [("0.01", "1"), ("0.01", "2"), ("1", "1"), ("1", "2")]
     assert all(r["status"] == "escaped" and r["left_view_at_step"] == "1" for r in rows[2:])

@@ -14,12 +14,13 @@ from torch import nn
 import common.cifar as cifar
 from common.cifar import CifarBatches, ImageSet, channel_stats, load_cifar10, random_crop, random_flip, split_train_val
 from common.errors import DataNotFoundError, UserError
+import hw3.predict
 from hw3.model import MODELS, build_model, predict_logits
 from hw3.muon import Muon, orthogonalize
 from hw3.report import evaluate_test
 from hw3.train import make_optimizer
-from tests.conftest import (CIFAR_CLASSES, check_ensemble_run, check_resume_after_interruption,
-                            full_batch_losses, run_script)
+from tests.conftest import (CIFAR_CLASSES, capture_figures, check_ensemble_run, check_resume_after_interruption,
+                            colour_bars, full_batch_losses, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def test_train_writes_results_that_beat_chance(trained):
     assert {"macro_f1", "wall_seconds", "train_images_per_second", "parameters", "command"} <= set(metrics)
 
 
-def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
+def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path, monkeypatch):
     data_dir, out = trained
     result = run_script("hw3/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
                         "--out-dir", tmp_path / "eval", "--device", "cpu", env={"CSE849_CACHE": str(tmp_path / "c")})
@@ -234,12 +235,14 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     fp32 = json.loads((tmp_path / "eval32" / "metrics.json").read_text())
     assert fp32["precision"] == "fp32" and abs(fp32["accuracy"] - evaluated["accuracy"]) <= 1 / 18 + 1e-9
     images = [sorted((data_dir / "cifar10-jpeg" / "test" / name).iterdir())[0] for name in CIFAR_CLASSES]
+    figures = capture_figures(monkeypatch, hw3.predict)
     result = run_script("hw3/predict.py", images[0], "--checkpoint", out / "model.pt", *images[1:], "--device", "cpu",
                         "--explain-png", tmp_path / "why" / "explain.png")  # options may come between the images
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 4 and lines[-1].startswith("wrote ") and lines[-1].endswith("explain.png")
     assert (tmp_path / "why" / "explain.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(colour_bars(figures["explain.png"])) == 3  # each heat map has its key
     lines = lines[:3]
     for image, name, line in zip(images, CIFAR_CLASSES, lines):  # brightness gives the class away
         assert line.startswith(f"{image}: {name} ") and len(line.split(",")) == 3
