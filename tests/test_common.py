@@ -145,6 +145,17 @@ def test_a_re_run_with_the_same_result_keeps_the_files_that_hold_it(tmp_path):
     assert "0.9100" in (tmp_path / "metrics.txt").read_text() and (tmp_path / "plot.png").read_bytes() == b"png two"
 
 
+def test_a_block_that_raises_lands_none_of_its_files(tmp_path):
+    (tmp_path / "metrics.json").write_text("old")
+    with pytest.raises(RuntimeError, match="half way"):
+        with staged_folder(tmp_path) as out:
+            write_text(out / "metrics.json", "new")
+            write_text(out / "model.pt", "weights")
+            raise RuntimeError("half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no model.pt, no staging folder
+    assert (tmp_path / "metrics.json").read_text() == "old"
+
+
 def test_failed_atomic_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "result.txt"
     target.write_text("old")
@@ -259,7 +270,13 @@ def test_precision_recall_f1_against_hand_computed_values():
     assert scores["f1"][1].item() == pytest.approx(f1_pos)
     report = classification_report(cm, ["neg", "pos"])
     assert report["accuracy"] == pytest.approx(0.7)
-    assert report["per_class"]["pos"]["support"] == 6
+    assert report["per_class"]["pos"]["support"] == 6 and report["per_class"]["neg"]["support"] == 4
+    f1_neg = 2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4)
+    assert report["per_class"]["neg"]["f1"] == pytest.approx(f1_neg)
+    assert report["macro_f1"] == pytest.approx((f1_neg + f1_pos) / 2)  # every class in the mean, class 0 too
+    three = classification_report(torch.tensor([[5, 0, 0], [2, 1, 0], [0, 3, 4]]), ["a", "b", "c"])
+    f1s = [2 * 5 / (2 * 5 + 2), 2 * 1 / (2 * 1 + 2 + 3), 2 * 4 / (2 * 4 + 3)]  # 2 tp / (2 tp + fp + fn)
+    assert three["macro_f1"] == pytest.approx(sum(f1s) / 3)
 
 
 def test_warmup_then_linear_decay():

@@ -177,17 +177,18 @@ def test_course_data_with_nan_is_refused_naming_the_file_and_key(hw0_data_dir, m
     assert not list(tmp_path.glob("q3_*"))
 
 
-def test_a_diverging_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_diverging_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path, bad):
     torch.manual_seed(0)
     model = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batches = [(torch.randn(4, 2), torch.randint(0, 2, (4,))) for _ in range(3)]
     calls = []
 
-    def loss_fn(output, target):  # finite for the first epoch and one step, then nan
+    def loss_fn(output, target):  # finite for the first epoch and one step, then nan or infinite
         calls.append(1)
         loss = nn.functional.cross_entropy(output, target)
-        return loss if len(calls) <= 4 else loss * float("nan")
+        return loss if len(calls) <= 4 else loss * bad
     spec = Checkpointing(tmp_path / "state.pt", kind="demo")
     with pytest.raises(TrainingDiverged, match=r"epoch 2: the loss became nan or infinite at step 2 of 3 "
                                                r"\(lr 0.1\); the checkpoint after epoch 1 is kept"):

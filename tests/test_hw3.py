@@ -19,7 +19,7 @@ from hw3.model import MODELS, build_model, predict_logits
 from hw3.muon import Muon, orthogonalize
 from hw3.report import evaluate_test
 from hw3.train import make_optimizer
-from tests.conftest import (CIFAR_CLASSES, capture_figures, check_ensemble_run, check_resume_after_interruption,
+from tests.conftest import (CIFAR_CLASSES, capture_figures, cifar_images, check_ensemble_run, check_resume_after_interruption,
                             colour_bars, full_batch_losses, run_script)
 
 
@@ -37,6 +37,9 @@ def test_imagefolder_loads_as_uint8_with_sorted_class_names(cifar_jpeg_dir):
 def test_torchvision_batches_load_and_format_can_be_forced(cifar_batches_dir, cifar_jpeg_dir):
     data = load_cifar10(cifar_batches_dir, "train", download=False)
     assert data.images.shape == (60, 3, 32, 32) and data.classes == CIFAR_CLASSES
+    written = [cifar_images(12, seed=i) for i in range(5)]  # what the fixture pickled, batch by batch
+    assert torch.equal(data.images, torch.cat([images for images, _ in written]))  # every pixel in place (CHW)
+    assert torch.equal(data.labels, torch.cat([labels for _, labels in written]))
     assert len(load_cifar10(cifar_batches_dir, "test", download=False)) == 12
     with pytest.raises(DataNotFoundError, match="cifar10-jpeg"):
         load_cifar10(cifar_batches_dir, "train", fmt="imagefolder", download=False)

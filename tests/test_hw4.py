@@ -466,6 +466,10 @@ def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp
     assert [word.lstrip("+-") for word in marked] == ["the", "plot", "was", "awful", ",", "and", "the", "actor"]
     assert any(word.startswith(("+++", "---")) for word in marked) and "\033" not in result.stdout
     assert "push toward pos: " in result.stdout and (tmp_path / "words.png").stat().st_size > 0
+    model, config = load_model(out / "model.pt", torch.device("cpu"))  # the push printed is toward pos, classes[1]
+    reading = read_review("The plot was AWFUL, and the actor", Vocab(config["vocab"]), config["max_len"], config["head"])
+    toward_pos = float(word_attributions(model, reading.ids, target=1).sum())
+    assert f"push toward pos: {toward_pos:+.2f} log-odds" in result.stdout and abs(toward_pos) >= 0.01
 
 
 def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):

@@ -65,6 +65,22 @@ def test_fit_learns_and_records_history(tmp_path):
     assert outputs.shape == (128, 2) and targets.shape == (128,)
 
 
+def test_epoch_loss_and_accuracy_are_means_over_samples_when_the_last_batch_is_short():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(9, 3), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1])
+    batches = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]  # 4, 4 and 1 samples
+    with torch.no_grad():
+        per_sample = nn.functional.cross_entropy(model(x), y, reduction="none")
+        right = (model(x).argmax(1) == y).float()
+    result = evaluate(model, batches, nn.CrossEntropyLoss(), device=CPU, metrics={"acc": accuracy})
+    assert result["loss"] == pytest.approx(per_sample.mean().item(), abs=1e-6)  # not the mean of 3 batch means
+    assert result["acc"] == pytest.approx(right.mean().item())
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # training with lr 0: the same sums, in train mode
+    history = fit(model, frozen, nn.CrossEntropyLoss(), batches, None, epochs=1, device=CPU, quiet=True)
+    assert history["train_loss"][0] == pytest.approx(per_sample.mean().item(), abs=1e-6)
+
+
 def test_each_epoch_line_names_the_member_it_belongs_to(capsys):
     model, optimizer, _, train, val = setup()
     fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, desc="member 2/3")
