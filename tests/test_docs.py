@@ -73,6 +73,9 @@ FIGURES = [
      lambda m: [pct(m["accuracy"])]),
     ("README.md", "hw3/eval.py` gave", "hw3/results/eval-data/metrics.json", lambda m: [
         f"committed {pct(m['accuracy'])} in {m['precision']}"]),
+    ("hw2/README.md", "accuracies of", "hw2/results/selection/bn_effect_avx2.json", lambda m: [
+        ", ".join(f"{100 * m['final'][k]['val_acc']:.2f} %" for k in ("no BN", "hand-written BN")) + " and "
+        + f"{100 * m['final']['PyTorch BN']['val_acc']:.2f} %"]),
     ("hw2/README.md", "The hand-written layer takes", "hw2/results/check.txt", lambda text: [
         text_field(text, r"fastest hand-written .* ratio (\S+);") + " times as long",
         text_field(text, r"fastest hand-written (\S+ ms)") + " against " + text_field(text, r", PyTorch (\S+ ms), ratio")]),
