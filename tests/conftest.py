@@ -64,6 +64,15 @@ def capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> dict[str
     return kept
 
 
+def assert_drawn(path: Path, min_colours: int = 20) -> None:
+    """`path` is a PNG with something drawn on it: a real size and many colours (not a blank canvas)."""
+    from PIL import Image
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) >= 100, (path, image.format, image.size)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) >= min_colours, f"{path}: only {len(colours)} colours"
+
+
 def colour_bars(fig) -> list:
     """The colour-bar axes of a figure."""
     return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]

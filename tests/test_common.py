@@ -20,9 +20,7 @@ from common.metrics import accuracy, classification_report, confusion_matrix, pr
 from common.plotting import plot_confusion_matrix, plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
-from tests.conftest import ROOT, run_subprocess
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from tests.conftest import ROOT, assert_drawn, run_subprocess
 
 
 # --- data location ---------------------------------------------------------------------------
@@ -298,7 +296,7 @@ def test_plots_are_written_as_png(tmp_path):
     plot_member_histories([history, history], ["loss", "acc"], tmp_path / "curves.png")
     plot_confusion_matrix(torch.tensor([[5, 1], [2, 7]]).numpy(), ["a", "b"], tmp_path / "cm.png")
     for name in ("curves.png", "cm.png"):
-        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+        assert_drawn(tmp_path / name)
 
 
 class FixedLogits(nn.Module):
@@ -315,7 +313,7 @@ class FixedLogits(nn.Module):
 def test_validation_record_reports_the_vote_of_an_ensemble_and_each_members_last_epoch():
     loader = [(torch.arange(3), torch.tensor([0, 1, 1]))]
     a, b = FixedLogits([[3, 0], [0, 1], [1, 0]]), FixedLogits([[0, 1], [0, 1], [0, 3]])  # 2 of 3 right each
-    histories = [{"val_acc": [0.5, 2 / 3]}, {"val_acc": [0.4, 2 / 3]}]
+    histories = [{"val_acc": [0.9, 2 / 3]}, {"val_acc": [0.8, 2 / 3]}]  # the best epoch is not the last
     record = validation_record(Ensemble([a, b]), histories, loader, device=torch.device("cpu"), precision="fp32")
     assert record == {"final_val_acc": 1.0, "member_val_acc": [2 / 3, 2 / 3]}  # averaged probabilities fix all 3
     alone = validation_record(a, histories[:1], loader, device=torch.device("cpu"), precision="fp32")

@@ -47,9 +47,10 @@ def run_bounded(*args, env: dict | None = None) -> tuple[subprocess.CompletedPro
     return result, time.perf_counter() - began, usage.ru_maxrss * 1024  # Linux reports kB
 
 
-def one_error_line(result: subprocess.CompletedProcess, *phrases: str) -> None:
+def one_error_line(result: subprocess.CompletedProcess, *phrases: str, status: int = 2) -> None:
+    """A refusal: exit `status` (2 for bad input, 3 for data not found), ending in one `error:` line."""
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) >= 1 and lines[-1].startswith("error: "), result.stderr
+    assert result.returncode == status and len(lines) >= 1 and lines[-1].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     for phrase in phrases:
         assert phrase in lines[-1], lines[-1]

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
+from common.checkpoint import load_checkpoint
 from hw0.q2 import LinearData, fit_line, make_model
 from hw0.q3 import LADDERS, at_ladder_end, coordinate_search, make_mlp
-from tests.conftest import capture_figures, run_script
+from tests.conftest import assert_drawn, capture_figures, run_script
 
 
 def test_each_split_is_fixed_and_distinct():
@@ -47,8 +48,7 @@ def test_q2_script_writes_its_results(tmp_path):
     result = run_script("hw0/q2.py", "--n-train", "2000", "--epochs", "10", "--quiet",
                         "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
-    for name in ("q2_plot.png", "q2_model.pt", "q2_params.txt"):
-        assert (tmp_path / name).stat().st_size > 0
+    assert_drawn(tmp_path / "q2_plot.png")
     rows = {line.split()[0]: line.split()[1:] for line in (tmp_path / "q2_params.txt").read_text().splitlines()
             if line.startswith(("alpha", "beta"))}
     true, estimated, least_squares = map(float, rows["alpha"])
@@ -72,12 +72,21 @@ def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir, monkeyp
     assert metrics["chosen"] == {"batch_size": 64, "lr": 0.03, "epochs": 100} and metrics["at_end_of_range"] == []
     # y = x^2 on [-2, 2] has variance ~1.4; a trained MLP must do far better than a constant.
     assert metrics["best_val_mse"] < 0.1 and set(metrics["val_mse_by_seed"]) == {"1", "2"}
-    assert (tmp_path / "q3_sweep.png").stat().st_size > 0
+    assert_drawn(tmp_path / "q3_sweep.png")
+    by_seed = metrics["val_mse_by_seed"]
+    assert metrics["best_val_mse"] == min(by_seed.values()) and metrics["best_seed"] == int(min(by_seed, key=by_seed.get))
+    assert metrics["val_mse_mean"] == pytest.approx(sum(by_seed.values()) / 2)
     by_epochs = next(ax for ax in figures["q3_sweep.png"].axes if ax.get_xlabel() == "epochs")
     assert [t.get_text() for t in by_epochs.get_xticklabels()] == ["50", "100", "200"]  # each run, written out
-    predictions = (tmp_path / "q3_test_output.txt").read_text().split()
-    assert len(predictions) == 50
-    assert (tmp_path / "q3_plot.png").stat().st_size > 0 and (tmp_path / "q3_model.pt").is_file()
+    predictions = torch.tensor([float(v) for v in (tmp_path / "q3_test_output.txt").read_text().split()])
+    saved = load_checkpoint(tmp_path / "q3_model.pt", kind="hw0-q3-mlp")  # the best seed's model made them
+    model = make_mlp(saved["config"]["seed"], (-2.0, 2.0))
+    model.load_state_dict(saved["model"])
+    x_test = torch.load(hw0_data_dir / "HW0_data.pt")["x_test"]
+    with torch.no_grad():
+        torch.testing.assert_close(predictions, model(x_test[:, None]).ravel(), atol=1e-6, rtol=0)
+    assert saved["config"]["seed"] == metrics["best_seed"] and (predictions - x_test**2).abs().mean() < 0.3
+    assert_drawn(tmp_path / "q3_plot.png")
 
 
 def test_coordinate_search_walks_to_an_interior_minimum_and_tries_each_setting_once():

@@ -11,7 +11,7 @@ from torch import nn
 from hw1.layers import SGD, Adam, Linear, MSELoss, ReLU
 from hw1.q1 import ESCAPE, descend, spiral, spiral_grad, start_point
 from hw1.q2 import MLP, OPTIMIZERS, torch_twin
-from tests.conftest import capture_figures, colour_bars, run_script
+from tests.conftest import assert_drawn, capture_figures, colour_bars, run_script
 
 
 def autograd_of(fn, x: torch.Tensor) -> torch.Tensor:
@@ -270,8 +270,8 @@ def test_q1_script_writes_every_plot_the_grid_and_the_endpoint_table(tmp_path, m
                         "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("q1_0.01_1.png", "q1_0.01_2.png", "q1_1_1.png", "q1_1_2.png"):
-        assert (tmp_path / "plots" / name).stat().st_size > 0
-    assert (tmp_path / "q1_grid.png").stat().st_size > 0
+        assert_drawn(tmp_path / "plots" / name)
+    assert_drawn(tmp_path / "q1_grid.png")
     for name in ("q1_0.01_1.png", "q1_grid.png"):  # y's scale is given: one colour bar, labelled
         assert [bar.get_ylabel() for bar in colour_bars(figures[name])] == ["y"]
     rows = list(csv.DictReader((tmp_path / "q1_endpoints.csv").open()))
@@ -293,7 +293,7 @@ def test_q2_script_sweeps_and_writes_its_results(tmp_path, project1_data_dir):
     assert metrics["val_mse"]["torch_nn"] == pytest.approx(metrics["val_mse"]["hand_written"], abs=1e-4)
     assert len((tmp_path / "q2_ytest.txt").read_text().split()) == 40
     for name in ("q2_loss.png", "q2_map.png"):
-        assert (tmp_path / name).stat().st_size > 0
+        assert_drawn(tmp_path / name)
 
 
 def test_q2_reports_a_sweep_where_every_rate_diverges(tmp_path, project1_data_dir):

@@ -10,7 +10,7 @@ from torch import nn
 
 from hw2.batchnorm import (BatchNorm, BatchNormFunction, batchnorm_backward, batchnorm_backward_graph,
                            batchnorm_forward)
-from tests.conftest import run_script
+from tests.conftest import assert_drawn, run_script
 
 SHAPES = [(6, 4), (5, 3, 7), (4, 3, 5, 5), (2, 2, 1, 3)]  # (N, C), (N, C, L), (N, C, H, W)
 
@@ -151,7 +151,7 @@ def test_train_script_writes_the_plot_and_metrics(cifar_jpeg_dir, tmp_path):
                         "--epochs", "2", "--val-size", "12", "--batch-size", "16", "--widths", "4", "8",
                         env={"CSE849_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "bn_effect.png").stat().st_size > 0
+    assert_drawn(tmp_path / "bn_effect.png")
     metrics = json.loads((tmp_path / "bn_effect.json").read_text())
     assert set(metrics["histories"]) == {"no BN", "hand-written BN", "PyTorch BN"}
     assert max(metrics["hand_vs_pytorch_bn_first_batch_float64_max_difference"].values()) < 1e-12
