@@ -94,6 +94,10 @@ FIGURES = [
         f"(mean {m['val_mse_mean']:.3f} ± {m['val_mse_std']:.3f})"]),
     ("benchmarks/README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
         minutes(m["wall_seconds"])]),
+    ("benchmarks/README.md", "| sum |", "benchmarks/results/profile_hw3_avx2.json", lambda m: [
+        f"{m['total_seconds']:.1f} ({minutes(m['total_seconds'])})"]),
+    ("benchmarks/README.md", "| backward |", "benchmarks/results/profile_hw3_avx2.json", lambda m: [
+        f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]),
     ("benchmarks/README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         minutes(m["wall_seconds"])]),
     ("hw1/README.md", "| **0.01** (chosen) |", "hw1/results/q2_metrics.json", lambda m: [
@@ -189,7 +193,8 @@ def test_data_and_the_environment_stay_out_of_git_even_as_symlinks():
 
 def test_benchmarks_write_into_runs_unless_told_otherwise():
     """Timings never repeat to the byte: a benchmark's default output must not be a committed record."""
-    for script in ("benchmarks/gpu_check.py", "benchmarks/loop_overhead.py", "benchmarks/throughput.py"):
+    for script in ("benchmarks/gpu_check.py", "benchmarks/loop_overhead.py", "benchmarks/throughput.py",
+                   "benchmarks/profile_hw3.py"):
         source = (ROOT / script).read_text()
         assert "default=Path(\"benchmarks/results" not in source, script
     for readme, command in fenced_commands():

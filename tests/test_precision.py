@@ -10,6 +10,7 @@ from benchmarks.throughput import main as bench_main
 from common.device import autocast, gradient_scaler, machine_record, resolve_precision
 from common.errors import UserError
 from hw4.model import TransformerClassifier
+from tests.conftest import run_script
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -139,6 +140,21 @@ def test_benchmark_runs_in_tiny_mode(tmp_path, monkeypatch, capsys):
         assert row["gflop_per_sample"] > 0 and row[f"{auto}_samples_per_second"] > 0
         assert row["auto_over_fp32_time"] == pytest.approx(
             row["fp32_samples_per_second"] / row[f"{auto}_samples_per_second"])
+
+
+def test_hw3_profile_times_every_phase_of_the_default_and_scales_them_to_the_run(tmp_path, cifar_jpeg_dir):
+    import json
+    result = run_script("benchmarks/profile_hw3.py", "--data-dir", cifar_jpeg_dir, "--limit", "60", "--steps", "2",
+                        "--out", tmp_path / "profile.json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "profile.json").read_text())
+    assert list(record["seconds"]) == ["load data (warm cache)", "make the batch (normalize, flip, crop)", "forward",
+                                       "backward", "optimizer and schedule", "validation, every epoch",
+                                       "test (tta 1)", "figures (curves, confusion matrix)"]
+    assert all(seconds > 0 for seconds in record["seconds"].values())
+    assert record["total_seconds"] == pytest.approx(sum(record["seconds"].values()))
+    assert record["steps_in_run"] == 12 and record["steps_timed"] == 2  # 54 images, batch 256: a step an epoch
+    assert "sum, scaled to the whole run" in result.stdout and not list(tmp_path.glob(".profile*"))
 
 
 def test_hw4_workload_has_the_default_model_size():
