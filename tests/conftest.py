@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import urllib.error
 import sys
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
         sys.argv = saved_argv
         torch.set_num_threads(threads)  # a script may choose one thread for itself
     return subprocess.CompletedProcess([script, *args], status, stdout.getvalue(), stderr.getvalue())
+
+
+def no_network(*args, **kwargs):
+    """A stand-in for a download call on a machine without the network: tests never fetch anything."""
+    raise urllib.error.URLError("no network")
 
 
 def capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> dict[str, object]:

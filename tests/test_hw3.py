@@ -3,7 +3,6 @@ training, and eval/predict from a saved checkpoint, with clear errors for bad in
 
 import copy
 import json
-import urllib.error
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +20,7 @@ from hw3.muon import Muon, orthogonalize
 from hw3.report import evaluate_test
 from hw3.train import make_optimizer
 from tests.conftest import (CIFAR_CLASSES, assert_drawn, capture_figures, cifar_images, check_ensemble_run, check_resume_after_interruption,
-                            colour_bars, full_batch_losses, run_script)
+                            colour_bars, full_batch_losses, no_network, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -282,8 +281,6 @@ def test_missing_folder_says_what_was_looked_for(tmp_path, monkeypatch):
         assert result.returncode == 3 and result.stderr == f"error: --data-dir {data_dir}: {message}\n"
     assert not (tmp_path / "nothing").exists() and not (tmp_path / "out").exists()  # nothing made for a typo
 
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("no network")
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", no_network)
     with pytest.raises(DataNotFoundError, match=r"cifar-10-batches-py and .*cifar10-jpeg/test/<class>/\*.jpg; the "
                        r"download failed \(no network\)\. Download https://\S+cifar-10-python.tar.gz by hand"):

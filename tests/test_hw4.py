@@ -4,7 +4,6 @@ train/eval/predict scripts on a tiny fixture."""
 
 import json
 import tarfile
-import urllib.error
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from hw4.model import MultiHeadSelfAttention, TransformerClassifier, load_model,
 from hw4.ngrams import NgramBag, fit_ngram_bag, ngram_keys, ngram_words
 from hw4.report import evaluate_test
 from tests.conftest import (NEGATIVE_WORDS, assert_drawn, check_ensemble_run, check_resume_after_interruption,
-                            full_batch_losses, run_script)
+                            full_batch_losses, no_network, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -65,8 +64,6 @@ def test_the_aclimdb_folder_itself_is_a_data_folder_too(imdb_dir):
 
 
 def test_a_failed_download_says_why_and_how_to_place_the_files_leaving_nothing(tmp_path, monkeypatch):
-    def no_network(url, timeout):
-        raise urllib.error.URLError("no network")
     monkeypatch.setattr(imdb.urllib.request, "urlopen", no_network)
     with pytest.raises(DataNotFoundError, match=r"the download from https://\S+aclImdb_v1.tar.gz failed \(no "
                        r"network\)\. Download aclImdb_v1.tar.gz by hand and put it \(or the aclImdb folder it holds\)"):
@@ -507,11 +504,11 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir
 
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path, monkeypatch):
     (tmp_path / "nothing").mkdir()
-    monkeypatch.setattr(imdb.urllib.request, "urlopen", lambda url, timeout: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(imdb.urllib.request, "urlopen", no_network)
     result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "fresh",
                         "--device", "cpu")
     assert result.returncode == 3 and result.stderr.count("\n") == 1
-    assert f"looked for {tmp_path / 'nothing'}/aclImdb/train" in result.stderr and "failed (offline)" in result.stderr
+    assert f"looked for {tmp_path / 'nothing'}/aclImdb/train" in result.stderr and "failed (no network)" in result.stderr
     data_dir, _ = trained
     result = run_script("hw4/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
                         "--out-dir", tmp_path, "--device", "cpu")
