@@ -21,7 +21,8 @@ from common.splits import split_groups, split_indices
 from common.text import PAD, UNK, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.training import evaluate
 
-FEW = settings(max_examples=40, deadline=None)
+unicode = st.characters(blacklist_categories=("Cs",))  # any character UTF-8 can encode (no lone surrogates)
+FEW = settings(max_examples=40, deadline=None, derandomize=True)  # the same cases on every run: CI never flakes
 
 
 @st.composite
@@ -95,18 +96,18 @@ def test_a_group_split_holds_out_whole_groups_but_the_last_one_taken(group_list,
 
 
 @FEW
-@given(st.text(max_size=200), st.text(max_size=200), st.integers(0, 200))
+@given(st.text(unicode, max_size=200), st.text(unicode, max_size=200), st.integers(0, 200))
 def test_an_atomic_write_that_fails_part_way_leaves_the_old_file_and_no_temporary(old, new, cut):
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:  # bytes compared: reading text would turn "\r" into "\n"
         path = Path(folder) / "result.txt"
         write_text(path, old)
         with pytest.raises(RuntimeError, match="interrupted"):
             with atomic_path(path) as tmp:
                 tmp.write_text(new[:cut])  # part of the new content, then the run dies
                 raise RuntimeError("interrupted")
-        assert path.read_text() == old and sorted(p.name for p in Path(folder).iterdir()) == ["result.txt"]
+        assert path.read_bytes() == old.encode() and [p.name for p in Path(folder).iterdir()] == ["result.txt"]
         write_text(path, new)
-        assert path.read_text() == new
+        assert path.read_bytes() == new.encode()
 
 
 class Fixed(nn.Module):
@@ -158,7 +159,7 @@ def test_tokens_and_vocabulary_round_trip(texts, min_count, max_size):
             assert ids.tolist() == [UNK_ID]
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10, deadline=None, derandomize=True)
 @given(st.integers(1, 4), st.integers(0, 2**16))
 def test_cifar_pixels_read_back_from_both_formats_equal_the_source(per_class, seed):
     from torchvision.io import encode_png
