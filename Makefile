@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lock clean
+.PHONY: run test lock clean mutate
 
 run: $(VENV)/.installed
 	$(PY) run_all.py
@@ -28,5 +28,11 @@ lock:
 	  .lock-venv/bin/pip freeze | grep -v -E '^(nvidia-|cuda-|triton==)'; } > requirements.lock
 	rm -rf .lock-venv
 
+# Mutation testing (development only, not part of CI): each module in turn, updating tests/MUTATION.md.
+MODULE ?= $(filter-out common/__init__.py,$(wildcard common/*.py))
+mutate: $(VENV)/.installed
+	$(PY) -m pip install -q mutmut==3.8.1
+	$(PY) tests/mutation_summary.py $(MODULE)
+
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) .cache .pytest_cache mutants

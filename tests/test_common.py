@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.atomic_io import atomic_path, staged_folder, write_json, write_text
+from common.atomic_io import atomic_path, same_result, staged_folder, write_json, write_text
 from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from common.cli import make_parser, run, settings_of
 from common.course_data import load_course_splits
@@ -141,6 +141,17 @@ def test_a_re_run_with_the_same_result_keeps_the_files_that_hold_it(tmp_path):
         (out / "plot.png").write_bytes(b"png two")
     assert json.loads((tmp_path / "metrics.json").read_text())["grid"][0]["c"] == 2
     assert "0.9100" in (tmp_path / "metrics.txt").read_text() and (tmp_path / "plot.png").read_bytes() == b"png two"
+
+
+def test_same_result_reads_json_and_text_files_and_compares_anything_else_byte_for_byte(tmp_path):
+    def pair(name: str, old: bytes, new: bytes) -> bool:
+        (tmp_path / f"old{name}").write_bytes(old), (tmp_path / f"new{name}").write_bytes(new)
+        return same_result(tmp_path / f"old{name}", tmp_path / f"new{name}")
+    assert pair(".md", b"# report\nwall time  1.0 min\n", b"# report\nwall time  9.0 min\n")
+    assert pair(".txt", b"\xff\xfe bytes\ncommand    a\n", b"\xff\xfe bytes\ncommand    b\n")  # not UTF-8
+    assert pair(".csv", b"lr,val\n0.1,0.5\ncommand python x\n", b"lr,val\n0.1,0.5\ncommand python x --quiet\n")
+    assert not pair(".json", b"{not json", b"{not json either")  # unreadable JSON: a different result
+    assert not pair(".png", b"one", b"two") and pair(".png", b"one", b"one")
 
 
 def test_a_block_that_raises_lands_none_of_its_files(tmp_path):

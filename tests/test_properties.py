@@ -16,6 +16,7 @@ from torch import nn
 from common.atomic_io import atomic_path, write_text
 from common.cifar import load_cifar10
 from common.ensemble import Ensemble, vote
+from common.errors import UserError
 from common.metrics import accuracy, classification_report, confusion_matrix
 from common.splits import split_groups, split_indices
 from common.text import PAD, UNK, UNK_ID, Vocab, tokenize, tokenize_corpus
@@ -80,6 +81,8 @@ def test_a_split_is_disjoint_covering_and_the_same_for_the_same_seed(n, data):
     assert len(val) == val_size and sorted(torch.cat([train, val]).tolist()) == list(range(n))
     again = split_indices(n, val_size, seed)
     assert torch.equal(train, again[0]) and torch.equal(val, again[1])
+    with pytest.raises(UserError, match=f"--val-size must be between 0 and {n - 1}, got {n}"):
+        split_indices(n, n, seed)
 
 
 @FEW
@@ -90,9 +93,29 @@ def test_a_group_split_holds_out_whole_groups_but_the_last_one_taken(group_list,
     train, val = split_groups(groups, val_size, seed)
     assert len(val) == val_size and sorted(torch.cat([train, val]).tolist()) == list(range(len(groups)))
     shared = set(groups[train].tolist()) & set(groups[val].tolist())
-    assert len(shared) <= 1  # only the last group taken may be cut
+    assert len(shared) <= 1  # only the last group taken may be cut, and then its first items are held out
+    for group in shared:
+        members = torch.nonzero(groups == group).ravel()
+        held = members[torch.isin(members, val)]
+        assert torch.equal(held, members[:len(held)])
     again = split_groups(groups, val_size, seed)
     assert torch.equal(val, again[1])
+    with pytest.raises(UserError, match=f"--val-size must be between 0 and {len(groups) - 1}, got {len(groups)}"):
+        split_groups(groups, len(groups), seed)
+
+
+@FEW
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1)), min_size=6, max_size=120), st.data())
+def test_a_group_split_by_label_takes_each_labels_share(items, data):
+    groups, labels = torch.tensor([g for g, _ in items]), torch.tensor([label for _, label in items])
+    val_size, seed = data.draw(st.integers(0, len(items) - 1)), data.draw(st.integers(0, 1000))
+    shares = {k: round(val_size * int((labels == k).sum()) / len(labels)) for k in labels.unique().tolist()}
+    if any(share >= int((labels == k).sum()) for k, share in shares.items()):
+        return  # a label too small to give its share: refused, as split_groups would be on it alone
+    train, val = split_groups(groups, val_size, seed, labels=labels)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(len(items)))
+    assert {k: int((labels[val] == k).sum()) for k in shares} == shares
+    assert torch.equal(val, split_groups(groups, val_size, seed, labels=labels)[1])
 
 
 @FEW
