@@ -13,7 +13,7 @@ import torch
 from common.cli import HelpWithDefaults
 from tests.conftest import ROOT, run_script
 
-READMES = ["README.md", "hw0/README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md",
+READMES = ["README.md", "RUNNING.md", "hw0/README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md",
            "benchmarks/README.md"]
 
 
