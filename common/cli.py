@@ -251,7 +251,8 @@ def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.devic
     return EvalRun(data_dir, out, device, machine, model, config)
 
 
-RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir", "force", "threads")  # options a resumed run may change
+# options a resumed run may change
+RESUME_IGNORES = ("resume", "quiet", "device", "data_dir", "out_dir", "force", "threads")
 RUN_FILES = ("model.pt", "history.json")  # what marks a folder as holding a training run
 
 

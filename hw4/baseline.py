@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` im
 import torch
 
 from common.atomic_io import staged_folder
-from common.cli import DefaultInt, count, make_parser, number, positive, report_written, run, settings_of, validation_size
+from common.cli import (DefaultInt, count, make_parser, number, positive, report_written, run, settings_of,
+                        validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import launch_command
@@ -32,7 +33,8 @@ def main() -> None:
     began = time.perf_counter()
     parser = make_parser(__doc__, "hw4/results/baseline", device=False)
     parser.add_argument("--order", type=number(int, 1, 3), default=3, help="longest n-gram (1-3)")
-    parser.add_argument("--min-df", type=positive(), default=2, help="n-grams seen in fewer training reviews are dropped")
+    parser.add_argument("--min-df", type=positive(), default=2,
+                        help="n-grams seen in fewer training reviews are dropped")
     parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
                         help="training reviews held out for validation, by whole movies, as in train.py "
                              "(with --limit alone, a tenth of the limit)")

@@ -51,7 +51,8 @@ def update_summary(module: str) -> None:
     lines = ["# Mutation testing", "",
              "`make mutate MODULE=common/metrics.py` runs mutmut on one module with the fast unit tests (setup.cfg)",
              "and updates its row; `make mutate` runs every module of common/ in turn. A timed-out mutant made the",
-             "tests loop or slow down past mutmut's limit, so it counts as caught. `mutmut show NAME` prints a survivor.",
+             "tests loop or slow down past mutmut's limit, so it counts as caught. `mutmut show NAME` prints a",
+             "survivor.",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
              *(rows[m] for m in sorted(rows)), "", "Survivors:", *(survivors[m] for m in sorted(survivors))]
     SUMMARY.write_text("\n".join(lines) + "\n")

@@ -13,7 +13,8 @@ import torch
 from common.cli import HelpWithDefaults
 from tests.conftest import ROOT, run_script
 
-READMES = ["README.md", "RUNNING.md", "hw0/README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md",
+READMES = ["README.md", "RUNNING.md",
+           "hw0/README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md",
            "benchmarks/README.md"]
 
 
@@ -78,7 +79,8 @@ FIGURES = [
         + f"{100 * m['final']['PyTorch BN']['val_acc']:.2f} %"]),
     ("hw2/README.md", "The hand-written layer takes", "hw2/results/check.txt", lambda text: [
         text_field(text, r"fastest hand-written .* ratio (\S+);") + " times as long",
-        text_field(text, r"fastest hand-written (\S+ ms)") + " against " + text_field(text, r", PyTorch (\S+ ms), ratio")]),
+        text_field(text, r"fastest hand-written (\S+ ms)") + " against "
+        + text_field(text, r", PyTorch (\S+ ms), ratio")]),
     ("README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw3/train.py --model airbench --out-dir hw3/results/airbench` |",

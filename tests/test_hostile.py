@@ -415,7 +415,8 @@ def test_predict_says_which_images_it_cannot_read_and_predicts_the_rest(tmp_path
                              "--device", "cpu")
     assert from_folder.returncode == 0 and from_folder.stdout == result.stdout.splitlines()[1] + "\n"  # its model.pt
     wrong = run_script("hw3/predict.py", tmp_path / "green.bmp", "--checkpoint", "hw3/results/explain.png")
-    assert wrong.stderr == "error: hw3/results/explain.png: not a PyTorch checkpoint (a model.pt that a train.py wrote)\n"
+    assert wrong.stderr == ("error: hw3/results/explain.png: not a PyTorch checkpoint (a model.pt that a train.py "
+                            "wrote)\n")
 
 
 def test_hw4_predict_reads_byte_order_marks_refuses_binary_and_warns_when_no_word_is_known(tmp_path):

@@ -74,7 +74,8 @@ def test_q3_script_sweeps_and_writes_its_results(tmp_path, hw0_data_dir, monkeyp
     assert metrics["best_val_mse"] < 0.1 and set(metrics["val_mse_by_seed"]) == {"1", "2"}
     assert_drawn(tmp_path / "q3_sweep.png")
     by_seed = metrics["val_mse_by_seed"]
-    assert metrics["best_val_mse"] == min(by_seed.values()) and metrics["best_seed"] == int(min(by_seed, key=by_seed.get))
+    assert metrics["best_val_mse"] == min(by_seed.values())
+    assert metrics["best_seed"] == int(min(by_seed, key=by_seed.get))
     assert metrics["val_mse_mean"] == pytest.approx(sum(by_seed.values()) / 2)
     by_epochs = next(ax for ax in figures["q3_sweep.png"].axes if ax.get_xlabel() == "epochs")
     assert [t.get_text() for t in by_epochs.get_xticklabels()] == ["50", "100", "200"]  # each run, written out

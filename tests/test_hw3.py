@@ -19,8 +19,9 @@ from hw3.model import MODELS, build_model, load_model, predict_logits
 from hw3.muon import Muon, orthogonalize
 from hw3.report import evaluate_test
 from hw3.train import make_optimizer
-from tests.conftest import (CIFAR_CLASSES, assert_drawn, capture_figures, cifar_images, check_ensemble_run, check_resume_after_interruption,
-                            colour_bars, full_batch_losses, no_network, run_script)
+from tests.conftest import (CIFAR_CLASSES, assert_drawn, capture_figures, check_ensemble_run,
+                            check_resume_after_interruption, cifar_images, colour_bars, full_batch_losses,
+                            no_network, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------

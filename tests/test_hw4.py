@@ -466,7 +466,8 @@ def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp
     assert "push toward pos: " in result.stdout
     assert_drawn(tmp_path / "words.png")
     model, config = load_model(out / "model.pt", torch.device("cpu"))  # the push printed is toward pos, classes[1]
-    reading = read_review("The plot was AWFUL, and the actor", Vocab(config["vocab"]), config["max_len"], config["head"])
+    vocab = Vocab(config["vocab"])
+    reading = read_review("The plot was AWFUL, and the actor", vocab, config["max_len"], config["head"])
     toward_pos = float(word_attributions(model, reading.ids, target=1).sum())
     assert f"push toward pos: {toward_pos:+.2f} log-odds" in result.stdout and abs(toward_pos) >= 0.01
 
@@ -508,7 +509,8 @@ def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_
     result = run_script("hw4/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "fresh",
                         "--device", "cpu")
     assert result.returncode == 3 and result.stderr.count("\n") == 1
-    assert f"looked for {tmp_path / 'nothing'}/aclImdb/train" in result.stderr and "failed (no network)" in result.stderr
+    assert f"looked for {tmp_path / 'nothing'}/aclImdb/train" in result.stderr
+    assert "failed (no network)" in result.stderr
     data_dir, _ = trained
     result = run_script("hw4/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
                         "--out-dir", tmp_path, "--device", "cpu")
