@@ -32,7 +32,7 @@ lock:
 MODULE ?= $(filter-out common/__init__.py,$(wildcard common/*.py))
 mutate: $(VENV)/.installed
 	$(PY) -m pip install -q mutmut==3.8.1
-	$(PY) tests/mutation_summary.py $(MODULE)
+	OMP_NUM_THREADS=1 $(PY) tests/mutation_summary.py $(MODULE)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache mutants

@@ -61,11 +61,11 @@ def no_network(*args, **kwargs):
 def capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> dict[str, object]:
     """Make `module`'s save_figure also keep each figure (by file name) for the test to inspect."""
     import common.plotting
-    kept = {}
+    kept, save = {}, common.plotting.save_figure  # bound first: `module` may be common.plotting itself
 
     def save_and_keep(fig, path):
         kept[Path(path).name] = fig
-        common.plotting.save_figure(fig, path)
+        save(fig, path)
     monkeypatch.setattr(module, "save_figure", save_and_keep)
     return kept
 

@@ -1,5 +1,6 @@
 """The `common` package: data location, errors, seeding, devices, atomic files, checkpoints, metrics, plots."""
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -9,18 +10,21 @@ import torch
 from torch import nn
 
 from common.atomic_io import atomic_path, same_result, staged_folder, write_json, write_text
-from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from common.checkpoint import COMPACT_CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
 from common.cli import make_parser, run, settings_of
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
 from common.device import autocast, report_machine, select_device
-from common.ensemble import Ensemble, validation_record
+from common.ensemble import (Ensemble, ensemble, fit_member, join_histories, mean_throughput, member_checkpointing,
+                             members_of, validation_record, vote, write_training_record)
 from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
 from common.plotting import plot_confusion_matrix, plot_member_histories
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
-from tests.conftest import ROOT, assert_drawn, run_subprocess
+from common.tensor_batches import TensorBatches
+from common.training import Checkpointing
+from tests.conftest import ROOT, assert_drawn, capture_figures, run_subprocess
 
 
 # --- data location ---------------------------------------------------------------------------
@@ -110,8 +114,8 @@ def test_bf16_autocast_changes_matmul_dtype_and_fp32_does_not():
 # --- atomic files --------------------------------------------------------------------------------
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
     target = tmp_path / "sub" / "metrics.json"
-    write_json(target, {"a": 1})
-    assert json.loads(target.read_text()) == {"a": 1}
+    write_json(target, {"a": 1, "b": [2]})
+    assert target.read_text() == '{\n  "a": 1,\n  "b": [\n    2\n  ]\n}\n'  # indented by 2: readable diffs
     write_text(target, "second")
     assert target.read_text() == "second"
     assert os.listdir(target.parent) == ["metrics.json"]
@@ -261,6 +265,8 @@ def test_accuracy_and_confusion_matrix():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
     targets = torch.tensor([0, 0, 1, 1])
     assert accuracy(logits, targets).item() == pytest.approx(0.5)
+    per_token = torch.tensor([[[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]]])  # classes on the last dimension
+    assert accuracy(per_token, torch.tensor([[1, 1]])).item() == pytest.approx(0.5)
     cm = confusion_matrix(logits.argmax(1), targets, num_classes=2)
     assert cm.tolist() == [[1, 1], [1, 1]]
     cm = confusion_matrix(torch.tensor([0, 2, 2, 1]), torch.tensor([0, 2, 1, 1]), num_classes=3)
@@ -300,6 +306,19 @@ def test_warmup_then_linear_decay():
     assert lrs[-1] == pytest.approx(1 / 8) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
 
 
+def test_without_warm_up_the_lr_decays_from_the_first_step_and_a_one_step_decay_starts_at_the_peak():
+    def lrs(total: int, **warmup: int) -> list[float]:
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler, seen = warmup_linear_decay(optimizer, total, **warmup), []
+        for _ in range(total):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+    assert lrs(4) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert lrs(3, warmup_steps=2) == pytest.approx([0.5, 1.0, 1.0])  # the last step alone decays: full lr
+
+
 # --- plots ----------------------------------------------------------------------------------------
 def test_plots_are_written_as_png(tmp_path):
     history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
@@ -321,16 +340,23 @@ class FixedLogits(nn.Module):
         return self.logits[index]
 
 
-def test_validation_record_reports_the_vote_of_an_ensemble_and_each_members_last_epoch():
+def test_validation_record_reports_the_vote_of_an_ensemble_and_each_members_last_epoch(capsys, monkeypatch):
     loader = [(torch.arange(3), torch.tensor([0, 1, 1]))]
     a, b = FixedLogits([[3, 0], [0, 1], [1, 0]]), FixedLogits([[0, 1], [0, 1], [0, 3]])  # 2 of 3 right each
-    histories = [{"val_acc": [0.9, 2 / 3]}, {"val_acc": [0.8, 2 / 3]}]  # the best epoch is not the last
+    histories = [{"val_acc": [0.9, 0.1, 2 / 3]}, {"val_acc": [0.8, 0.2, 2 / 3]}]  # the last epoch, not the best
     record = validation_record(Ensemble([a, b]), histories, loader, device=torch.device("cpu"), precision="fp32")
+    assert capsys.readouterr().out == "ensemble of 2: validation accuracy 100.00%\n"
     assert record == {"final_val_acc": 1.0, "member_val_acc": [2 / 3, 2 / 3]}  # averaged probabilities fix all 3
     alone = validation_record(a, histories[:1], loader, device=torch.device("cpu"), precision="fp32")
     assert alone == {"final_val_acc": 2 / 3, "member_val_acc": [2 / 3]}
     assert validation_record(a, histories[:1], None, device=torch.device("cpu"), precision="fp32") == {
         "final_val_acc": None, "member_val_acc": None}
+    import common.ensemble
+    calls = []
+    monkeypatch.setattr(common.ensemble, "evaluate", lambda *args, **kwargs: calls.append(kwargs) or {"acc": 0.5})
+    record = validation_record(Ensemble([a, b]), histories, loader, device=torch.device("cpu"), precision="bf16")
+    assert calls[0]["precision"] == "bf16"  # the vote is evaluated in the run's precision
+    assert record["final_val_acc"] == 0.5 and capsys.readouterr().out.endswith("validation accuracy 50.00%\n")
 
 
 def test_a_script_started_as_a_user_would_fails_in_one_line_without_a_traceback(tmp_path):
@@ -376,3 +402,135 @@ def test_recorded_commands_write_paths_inside_the_repository_relative_to_it(monk
     from common.distributed import launch_command
     monkeypatch.setattr("sys.argv", ["train.py", "--out-dir", str(ROOT / "runs" / "a b"), "--data-dir", "/elsewhere"])
     assert launch_command("hw3/train.py") == "python hw3/train.py --out-dir 'runs/a b' --data-dir /elsewhere"
+
+
+# --- tensor batches and ensembles ------------------------------------------------------------------
+def test_tensor_batches_in_order_are_consecutive_slices_with_a_short_last_one():
+    x, y = torch.arange(10).float().unsqueeze(1), torch.arange(10) * 2
+    batches = TensorBatches(x, y, batch_size=4)
+    assert len(batches) == 3 and len(TensorBatches(x, y, batch_size=5)) == 2
+    got = list(batches)
+    assert [len(b[0]) for b in got] == [4, 4, 2]
+    assert torch.equal(torch.cat([b[0] for b in got]), x) and torch.equal(torch.cat([b[1] for b in got]), y)
+    assert list(batches)[2][1].tolist() == [16, 18]  # a second pass gives the same batches
+
+
+def test_shuffled_tensor_batches_keep_pairs_cover_every_row_and_repeat_with_the_seed():
+    x, y = torch.arange(11).float(), torch.arange(11) + 100
+    batches = TensorBatches(x, y, batch_size=3, generator=torch.Generator().manual_seed(0))
+    first, second = list(batches), list(batches)
+    assert len(batches) == 4 and [len(b[0]) for b in first] == [3, 3, 3, 2]
+    for bx, by in first + second:
+        assert torch.equal(by, bx.long() + 100)  # each target stays with its input
+    assert sorted(torch.cat([b[0] for b in first]).tolist()) == list(range(11))
+    assert torch.cat([b[0] for b in first]).tolist() != list(range(11))  # shuffled
+    assert torch.cat([b[0] for b in first]).tolist() != torch.cat([b[0] for b in second]).tolist()  # per pass
+    again = list(TensorBatches(x, y, batch_size=3, generator=torch.Generator().manual_seed(0)))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+
+
+def test_tensor_batches_refuse_inputs_and_targets_of_different_lengths():
+    with pytest.raises(ValueError, match="5 inputs but 4 targets"):
+        TensorBatches(torch.zeros(5), torch.zeros(4), batch_size=2)
+
+
+def test_an_ensemble_votes_with_its_members_and_one_model_stays_itself():
+    a, b = FixedLogits([[3.0, 0.0]]), FixedLogits([[0.0, 1.0]])
+    both = ensemble([a, b])
+    assert isinstance(both, Ensemble) and members_of(both) == [a, b]
+    assert ensemble([a]) is a and members_of(a) == [a]
+    index = torch.tensor([0])
+    expected = (a(index).softmax(-1) + b(index).softmax(-1)) / 2
+    assert torch.allclose(both(index).exp(), expected)
+    tokens = [torch.randn(2, 5, 3), torch.randn(2, 5, 3)]  # classes on the last dimension, whatever comes before
+    assert torch.allclose(vote(tokens).exp(), (tokens[0].softmax(-1) + tokens[1].softmax(-1)) / 2)
+
+
+def test_joined_histories_number_the_members_epochs_on_and_throughput_averages_every_epoch():
+    first = {"epoch": [1, 2], "train_loss": [0.9, 0.5], "samples_per_second": [10.0, 20.0]}
+    second = {"epoch": [1], "train_loss": [0.7], "samples_per_second": [60.0]}
+    assert join_histories([first, second]) == {
+        "epoch": [1, 2, 3], "train_loss": [0.9, 0.5, 0.7], "samples_per_second": [10.0, 20.0, 60.0]}
+    assert mean_throughput([first, second]) == 30.0  # the mean over epochs, not of the members' means (35)
+
+
+def test_a_training_record_holds_the_joined_history_the_weights_and_each_members_curves(tmp_path, monkeypatch):
+    import common.plotting
+    figures = capture_figures(monkeypatch, common.plotting)
+    model = nn.Linear(2, 2)
+    histories = [{"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.8],
+                  "train_acc": [0.5, 0.7], "val_acc": [0.4, 0.6]},
+                 {"epoch": [1, 2], "train_loss": [0.9, 0.4], "val_loss": [1.0, 0.7],
+                  "train_acc": [0.6, 0.8], "val_acc": [0.5, 0.65]}]
+    write_training_record(tmp_path, model, histories, kind="toy", config={"width": 2}, plot_name="curves.png",
+                          title="two members")
+    assert json.loads((tmp_path / "history.json").read_text()) == join_histories(histories)
+    saved = load_checkpoint(tmp_path / "model.pt", kind="toy")
+    assert saved["config"] == {"width": 2} and torch.equal(saved["model"]["weight"], model.weight)
+    assert not (tmp_path / COMPACT_CHECKPOINT).exists()
+    fig = figures["curves.png"]
+    assert fig._suptitle.get_text() == "two members"
+    loss_axes, acc_axes = fig.axes[:2]
+    assert [line.get_label() for line in loss_axes.lines] == ["member 1 train", "member 1 val",
+                                                               "member 2 train", "member 2 val"]
+    assert list(acc_axes.lines[3].get_ydata()) == [0.5, 0.65]
+    assert_drawn(tmp_path / "curves.png")
+    write_training_record(tmp_path, model, histories[:1], kind="toy", config={"depth": 1}, plot_name="one.png", title="",
+                          compact=True)
+    compact = load_checkpoint(tmp_path / COMPACT_CHECKPOINT, kind="toy")
+    assert compact.get("compact") == "int8" and compact["config"] == {"depth": 1}
+    assert [line.get_label() for line in figures["one.png"].axes[0].lines] == ["train", "val"]
+
+
+def test_member_checkpointing_names_each_members_state_and_resumes_only_members_that_saved(tmp_path):
+    alone = member_checkpointing(tmp_path, 0, 1, "toy", {"w": 1}, {"lr": 0.1}, resume=True)
+    assert alone == Checkpointing(tmp_path / "train_state" / "last.pt", "toy", {"w": 1}, {"lr": 0.1}, resume=True)
+    second = member_checkpointing(tmp_path, 1, 3, "toy", {}, {}, resume=True)
+    assert second.path == tmp_path / "train_state" / "member2.pt" and not second.resume  # never saved: afresh
+    second.path.parent.mkdir()
+    second.path.write_bytes(b"")
+    assert member_checkpointing(tmp_path, 1, 3, "toy", {}, {}, resume=True).resume
+    assert not member_checkpointing(tmp_path, 1, 3, "toy", {}, {}, resume=False).resume
+    assert member_checkpointing(tmp_path, 0, 3, "toy", {}, {}, resume=True).resume  # member 1 must have one
+
+
+def test_fit_member_trains_with_label_smoothed_cross_entropy_and_checkpoints_as_its_member(tmp_path, capsys):
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 3), torch.tensor([0, 1, 2] * 4)
+    model = nn.Linear(3, 3)
+    expected = nn.functional.cross_entropy(model(x), y, label_smoothing=0.2).item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: each epoch's loss is known
+    args = argparse.Namespace(label_smoothing=0.2, epochs=2, precision="fp32", quiet=False, out_dir=tmp_path,
+                              members=3, resume=False, lr=0.0)
+    trained, history = fit_member(model, optimizer, None, TensorBatches(x, y, batch_size=5), [(x, y)], args, 1,
+                                  kind="toy", config={"c": 3}, device=torch.device("cpu"))
+    assert trained is model and history["epoch"] == [1, 2]
+    assert history["train_loss"] == pytest.approx([expected] * 2, rel=1e-5)
+    assert history["val_loss"] == pytest.approx([expected] * 2, rel=1e-5)
+    assert history["val_acc"][0] == accuracy(model(x), y).item()
+    state = load_checkpoint(tmp_path / "train_state" / "member2.pt", kind="toy")
+    assert state["config"] == {"c": 3} and state["settings"] == {"label_smoothing": 0.2, "epochs": 2,
+                                                                   "precision": "fp32", "members": 3, "lr": 0.0}
+    out = capsys.readouterr().out
+    assert "member 2/3 epoch   2/2" in out
+    args.members, args.quiet = 1, True
+    fit_member(model, optimizer, None, [(x, y)], None, args, 0, kind="toy", config={}, device=torch.device("cpu"))
+    assert (tmp_path / "train_state" / "last.pt").is_file() and capsys.readouterr().out == ""
+
+
+def test_fit_member_hands_fit_the_run_s_schedule_clipping_precision_resume_and_member_label(tmp_path, monkeypatch):
+    import common.ensemble
+    calls = []
+    monkeypatch.setattr(common.ensemble, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {})
+    model, optimizer = nn.Linear(2, 2), object()
+    args = argparse.Namespace(label_smoothing=0.0, epochs=3, precision="bf16", quiet=True, out_dir=tmp_path,
+                              members=2, resume=True)
+    scheduler = object()
+    fit_member(model, optimizer, scheduler, [], None, args, 0, kind="toy", config={}, device=torch.device("cpu"),
+               grad_clip=0.5)
+    kwargs = calls[0][1]
+    assert kwargs["scheduler"] is scheduler and kwargs["grad_clip"] == 0.5 and kwargs["precision"] == "bf16"
+    assert kwargs["checkpointing"].resume and kwargs["desc"] == "member 1/2" and kwargs["epochs"] == 3
+    args.members = 1
+    fit_member(model, optimizer, scheduler, [], None, args, 0, kind="toy", config={}, device=torch.device("cpu"))
+    assert calls[1][1]["desc"] == "" and calls[1][1]["grad_clip"] is None

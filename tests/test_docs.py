@@ -385,17 +385,19 @@ def test_the_mutation_summary_counts_each_outcome_and_keeps_the_other_modules_ro
     from tests import mutation_summary as summary
     (tmp_path / "mutants" / "common").mkdir(parents=True)
     codes = {"common.m.x_f__mutmut_1": 1, "common.m.x_f__mutmut_2": 0, "common.m.x_g__mutmut_1": -24,
-             "common.m.x_g__mutmut_2": None, "common.m.x_g__mutmut_3": 5}
+             "common.m.x_g__mutmut_2": None, "common.m.x_g__mutmut_3": 5, "common.m.x_h__mutmut_1": 0}
     (tmp_path / "mutants" / "common" / "m.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
     monkeypatch.setattr(summary, "ROOT", tmp_path)
     monkeypatch.setattr(summary, "SUMMARY", tmp_path / "MUTATION.md")
-    (tmp_path / "MUTATION.md").write_text("| `common/other.py` | 9 | 9 | 0 | 0 | 0 | 100.0% |\n"
+    monkeypatch.setattr(summary, "EQUIVALENT", {"common.m.x_h__mutmut_1": "no behaviour tells it apart"})
+    (tmp_path / "MUTATION.md").write_text("| `common/other.py` | 9 | 9 | 0 | 0 | 0 | 0 | 100.0% |\n"
                                           "- `common/other.py` survived: none\n")
     summary.update_summary("common/m.py")
     text = (tmp_path / "MUTATION.md").read_text()
-    # killed 1, timed out 1, survived 2 (one with no test), not checked 1: 2 of 4 checked caught
-    assert "| `common/m.py` | 5 | 1 | 1 | 2 | 1 | 50.0% |" in text and "| `common/other.py` | 9 |" in text
+    # killed 1, timed out 1, survived 2 (one with no test), equivalent 1, not checked 1: 2 of 4 caught
+    assert "| `common/m.py` | 6 | 1 | 1 | 2 | 1 | 1 | 50.0% |" in text and "| `common/other.py` | 9 |" in text
     assert "- `common/m.py` survived: `x_f__mutmut_2`, `x_g__mutmut_3`" in text
+    assert "- `common.m.x_h__mutmut_1`: no behaviour tells it apart" in text
 
 
 def test_run_all_has_help_and_runs_one_homework():
