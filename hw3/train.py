@@ -34,7 +34,7 @@ class Recipe:
     """Every default of one model's run; each field is the command-line option of the same name."""
 
     widths: list[int]       # channels per conv block
-    optimizer: str          # adamw (one-cycle schedule) or muon (airbench94_muon's; airbench only)
+    optimizer: str          # adamw (one-cycle schedule), or muon for the conv filters (see make_optimizer)
     epochs: int
     batch_size: int
     lr: float               # peak lr (adamw), or the conv filters' Muon lr
@@ -61,20 +61,29 @@ ONE_CYCLE_WARMUP = 0.25  # adamw: fraction of the steps spent raising the lr
 MUON_MOMENTUM, SGD_MOMENTUM = 0.6, 0.85
 BIAS_LR_RATIO, HEAD_LR_RATIO = 0.053 / 0.24, 0.67 / 0.24 * (9 / 256) ** 2
 WHITEN_BIAS_EPOCHS = 3  # the whitening conv's bias learns only in the first epochs
+CNN_ADAMW_LR = 4e-3  # muon on the cnn: the AdamW peak lr of its BatchNorm and head (the adamw recipe's lr)
 
 
 def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
-    """The optimizer and per-step schedule named by `args.optimizer`: AdamW with a one-cycle schedule,
-    or airbench94_muon's Muon for the conv filters and Nesterov SGD for the rest (airbench net only)."""
+    """The optimizer and per-step schedule named by `args.optimizer`: AdamW with a one-cycle schedule, or
+    Muon for the conv filters with, for the rest, airbench94_muon's Nesterov SGD and linear decay (the
+    airbench net) or AdamW and the one-cycle schedule (the cnn)."""
     total = args.epochs * steps_per_epoch
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
                                                         pct_start=ONE_CYCLE_WARMUP)
         return optimizer, scheduler
-    if not isinstance(model, AirbenchNet):
-        raise UserError(f"--optimizer {args.optimizer} is the airbench recipe; use it with --model airbench")
     filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
+    newton_schulz_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    if not isinstance(model, AirbenchNet):  # the cnn: Muon for the filters, AdamW for the rest, one cycle
+        rest = [p for p in model.parameters() if p.ndim != 4]
+        optimizer = Muon([{"params": filters, "momentum": MUON_MOMENTUM},
+                          {"params": rest, "lr": CNN_ADAMW_LR, "weight_decay": args.weight_decay, "muon": False,
+                           "adam": True}], lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, CNN_ADAMW_LR], total_steps=total,
+                                                        pct_start=ONE_CYCLE_WARMUP, cycle_momentum=False)
+        return optimizer, scheduler
     norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
     bias_lr = args.lr * BIAS_LR_RATIO * args.batch_size
     head_lr = args.lr * HEAD_LR_RATIO * args.batch_size
@@ -84,7 +93,6 @@ def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
               {"params": norm_biases, "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd},
               {"params": [model.head.weight], "lr": head_lr, "weight_decay": decay / head_lr, **sgd},
               {"params": [model.whiten.bias], "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd}]
-    newton_schulz_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     optimizer = Muon(groups, lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
     whiten_steps = WHITEN_BIAS_EPOCHS * steps_per_epoch
 
@@ -104,7 +112,8 @@ def parse_args() -> argparse.Namespace:
                              "options below default to this model's recipe (RECIPES in hw3/train.py): the "
                              "defaults shown are those of the --model given, cnn's if none")
     parser.add_argument("--optimizer", choices=["adamw", "muon"],
-                        help="adamw (one-cycle), or airbench94_muon's Muon (--model airbench)")
+                        help="adamw (one-cycle), or Muon for the conv filters (airbench94_muon's recipe with "
+                             "--model airbench; with the cnn, AdamW for the rest and one cycle)")
     parser.add_argument("--widths", type=positive(), nargs="+", help="channels per conv block")
     parser.add_argument("--epochs", type=positive(), help="passes over the training images, per member")
     parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")

@@ -164,8 +164,28 @@ def test_airbench_muon_recipe_lowers_the_loss(precision):
     assert opt.orthogonalize_dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
     assert losses[-1] < 0.5 * losses[0]
-    with pytest.raises(UserError, match="--optimizer muon is the airbench recipe"):
-        make_optimizer(build_model({"model": "cnn", "widths": [8]}), args, steps_per_epoch=1)
+
+
+def test_the_cnn_with_muon_steps_its_filters_by_muon_and_the_rest_by_adamw_and_learns():
+    torch.manual_seed(0)
+    model = build_model({"model": "cnn", "widths": [8, 16, 16], "num_classes": 3})
+    images = torch.randn(48, 3, 32, 32)
+    labels = torch.arange(48) % 3
+    images += labels.view(-1, 1, 1, 1).float()
+    args = SimpleNamespace(optimizer="muon", epochs=1, batch_size=48, lr=0.1, weight_decay=0.05, precision="fp32")
+    opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
+    filters, rest = opt.param_groups
+    assert filters["muon"] and [p.shape for p in filters["params"]] == [(8, 3, 3, 3), (16, 8, 3, 3), (16, 16, 3, 3)]
+    assert rest["adam"] and not rest["muon"] and len(rest["params"]) == 3 * 2 + 2  # BatchNorm gains and shifts, head
+    assert rest["weight_decay"] == 0.05 and opt.orthogonalize_dtype == torch.float32
+    losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
+    assert losses[-1] < 0.5 * losses[0]
+    peaks, scheduler = [], make_optimizer(model, args, steps_per_epoch=8)[1]
+    for _ in range(8):
+        peaks.append([group["lr"] for group in scheduler.optimizer.param_groups])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert peaks[1] == pytest.approx([0.1, 4e-3]) and peaks[0][0] < 0.01 and peaks[-1][0] < 0.01  # one cycle each
 
 
 def test_airbench_whitening_decorrelates_patches():
@@ -338,6 +358,24 @@ def test_muon_sgd_groups_step_like_torch_nesterov_sgd():
             w.grad = grad.clone()
             opt.step()
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def test_muon_adamw_groups_step_like_torch_adamw():
+    torch.manual_seed(0)
+    weights = [torch.randn(4, 3, requires_grad=True) for _ in range(2)]
+    ours = Muon([{"params": [weights[0]], "muon": False, "adam": True, "betas": (0.8, 0.95)}], lr=0.05,
+                weight_decay=0.1)
+    reference = torch.optim.AdamW([weights[1]], lr=0.05, betas=(0.8, 0.95), weight_decay=0.1)
+    with torch.no_grad():
+        weights[1].copy_(weights[0])
+    start = weights[0].detach().clone()
+    for _ in range(4):
+        grad = torch.randn(4, 3)
+        for w, opt in zip(weights, (ours, reference)):
+            w.grad = grad.clone()
+            opt.step()
+    assert (weights[0] - start).abs().min() > 0.01
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
 
 
 def test_muon_step_is_an_orthogonalized_update_of_the_normalized_weight():
