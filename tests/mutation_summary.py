@@ -2,6 +2,7 @@
 tests/MUTATION.md (killed, timed out, survived per module, and the survivors by name)."""
 
 import argparse
+import ast
 import json
 import re
 import subprocess
@@ -75,11 +76,20 @@ def update_summary(module: str) -> None:
     SUMMARY.write_text("\n".join(lines) + "\n")
 
 
+def has_functions(module: str) -> bool:
+    """Whether the source file `module` defines a function or method: mutmut mutates nothing else."""
+    tree = ast.parse((ROOT / module).read_text())
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) for node in ast.walk(tree))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("modules", nargs="+", help="source files to mutate, e.g. common/metrics.py")
     args = parser.parse_args()
     for module in args.modules:
+        if not has_functions(module):
+            print(f"=== mutmut: {module} defines no functions, nothing to mutate ===", flush=True)
+            continue
         dotted = re.sub(r"\.py$", "", module).replace("/", ".")
         print(f"=== mutmut: {module} ===", flush=True)
         status = subprocess.run([sys.executable, "-m", "mutmut", "run", f"{dotted}.*"], cwd=ROOT).returncode

@@ -402,6 +402,10 @@ def test_the_mutation_summary_counts_each_outcome_and_keeps_the_other_modules_ro
     assert "| `common/m.py` | 6 | 1 | 1 | 2 | 1 | 1 | 50.0% |" in text and "| `common/other.py` | 9 |" in text
     assert "- `common/m.py` survived: `x_f__mutmut_2`, `x_g__mutmut_3`" in text
     assert "- `common.m.x_h__mutmut_1`: no behaviour tells it apart" in text
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "classes.py").write_text("class A(Exception):\n    code = 2\n")
+    (tmp_path / "common" / "functions.py").write_text("class A:\n    def f(self):\n        return 1\n")
+    assert not summary.has_functions("common/classes.py") and summary.has_functions("common/functions.py")
 
 
 def test_run_all_has_help_and_runs_one_homework():
