@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "tests" / "MUTATION.md"
 HEADER = ["module", "mutants", "killed", "timed out", "survived", "equivalent", "not checked", "caught"]
-# Survivors that no behaviour can tell apart from the original, each with the reason; they are left out
-# of the caught share.
+# Survivors that no test on a CPU-only machine can tell apart from the original, each with the reason;
+# they are left out of the caught share.
 FLUSH = "`flush` changes only when printed text leaves Python's buffer, not the text"
 WEIGHTS_ONLY = "torch 2.6 and later (requirements.lock: 2.14.1) load with weights_only=True by default"
 CPU_MAP = ("loading without map_location='cpu' differs only for a checkpoint saved on a GPU, which no test "
