@@ -194,7 +194,7 @@ def _record(history: dict[str, list[float]], **values: float) -> None:
         history.setdefault(key, []).append(value)
 
 
-def _epoch_line(history: dict[str, list[float]], epochs: int, desc: str = "") -> str:
+def _epoch_line(history: dict[str, list[float]], epochs: int, desc: str) -> str:
     parts = [f"{desc} epoch {history['epoch'][-1]:>3}/{epochs}".strip()]
     for key, values in history.items():
         if key.startswith(("train_", "val_")):

@@ -3,8 +3,11 @@
 import argparse
 import json
 import os
+import random
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,7 +24,8 @@ from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
 from common.plotting import plot_confusion_matrix, plot_member_histories
 from common.schedules import warmup_linear_decay
-from common.seeding import seed_everything
+from common.progress import progress
+from common.seeding import device_rng_state, seed_everything, set_device_rng_state
 from common.tensor_batches import TensorBatches
 from common.training import Checkpointing
 from tests.conftest import ROOT, assert_drawn, capture_figures, run_subprocess
@@ -84,6 +88,45 @@ def test_seed_everything_makes_runs_repeat():
     generator = seed_everything(7)
     second = (torch.rand(3), torch.randperm(10, generator=generator))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_seed_everything_seeds_python_and_numpy_too():
+    draws = []
+    for seed in (7, 7, 8):
+        seed_everything(seed)
+        draws.append((random.random(), np.random.rand()))
+    assert draws[0] == draws[1] and draws[0][0] != draws[2][0] and draws[0][1] != draws[2][1]
+
+
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_device_random_state_is_read_and_restored_from_the_devices_own_generator(monkeypatch, kind):
+    module, calls = getattr(torch, kind), []
+    monkeypatch.setattr(module, "get_rng_state", lambda *device: calls.append(("get", *device)) or torch.tensor([3]))
+    monkeypatch.setattr(module, "set_rng_state", lambda *args: calls.append(("set", *args)))
+    device = torch.device(f"{kind}:0" if kind == "cuda" else kind)
+    assert torch.equal(device_rng_state(device), torch.tensor([3]))
+    set_device_rng_state(device, torch.tensor([4]))
+    expected_get, expected_set = ("get", device), ("set", torch.tensor([4]), device)
+    if kind == "mps":  # one generator: no device argument
+        expected_get, expected_set = ("get",), ("set", torch.tensor([4]))
+    assert calls[0] == expected_get and len(calls[1]) == len(expected_set)
+    assert all(a is b or (torch.is_tensor(a) and torch.equal(a, b)) or a == b for a, b in zip(calls[1], expected_set))
+    assert device_rng_state(torch.device("cpu")) is None  # the CPU's state is torch.get_rng_state()
+    set_device_rng_state(torch.device("cpu"), torch.tensor([5]))
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("quiet, terminal, shown", [(False, True, True), (True, True, False), (False, False, False)])
+def test_progress_bars_show_only_on_a_terminal_and_without_quiet(monkeypatch, quiet, terminal, shown):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    with progress(total=3, desc="epoch 1/2", quiet=quiet) as bar:
+        assert bar.disable is not shown
+        if shown:  # a disabled tqdm keeps none of these
+            assert (bar.total, bar.desc, bar.leave) == (3, "epoch 1/2", True)
+            assert callable(bar.dynamic_ncols)  # the width follows the terminal's
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with progress(range(3), leave=False) as bar:  # shown unless asked otherwise
+        assert bar.disable is False and bar.leave is False and list(bar) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("cuda, mps, auto", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
