@@ -18,10 +18,20 @@ FLUSH = "`flush` changes only when printed text leaves Python's buffer, not the 
 WEIGHTS_ONLY = "torch 2.6 and later (requirements.lock: 2.14.1) load with weights_only=True by default"
 CPU_MAP = ("loading without map_location='cpu' differs only for a checkpoint saved on a GPU, which no test "
            "on a CPU-only machine can make")
+ON_THE_CPU = ("on the CPU, `.to(None)`, `.to(device)` without non_blocking and a tensor made without `device=` "
+              "are the same tensor")
+MPS_SUMS = "only an MPS device (no float64) sums the epoch's totals in float32"
+EMPTY_FLAGS = ("the non-finite flags of a process with no batches are empty or all False: no index is found in "
+               "them either way")
 EQUIVALENT = {
     **{f"common.checkpoint.x_load_checkpoint__mutmut_{n}": WEIGHTS_ONLY for n in (22, 25)},
     **{f"common.checkpoint.x_load_checkpoint__mutmut_{n}": CPU_MAP for n in (21, 24)},
     **{f"common.ensemble.x_validation_record__mutmut_{n}": FLUSH for n in (36, 38, 41)},
+    **{f"common.training.x__restore__mutmut_{n}": FLUSH for n in (85, 87, 90)},
+    **{f"common.training.x_fit__mutmut_{n}": FLUSH for n in (181, 183, 190)},
+    **{f"common.training.x_run_epoch__mutmut_{n}": ON_THE_CPU for n in (12, 14, 15, 16, 78, 81, 87, 90, 93)},
+    **{f"common.training.x_run_epoch__mutmut_{n}": MPS_SUMS for n in (70, 73, 74)},
+    **{f"common.training.x_run_epoch__mutmut_{n}": EMPTY_FLAGS for n in (86, 89, 91)},
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
 }

@@ -126,7 +126,7 @@ def test_progress_bars_show_only_on_a_terminal_and_without_quiet(monkeypatch, qu
             assert callable(bar.dynamic_ncols)  # the width follows the terminal's
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     with progress(range(3), leave=False) as bar:  # shown unless asked otherwise
-        assert bar.disable is False and bar.leave is False and list(bar) == [0, 1, 2]
+        assert bar.disable is False and bar.leave is False and bar.desc == "" and list(bar) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("cuda, mps, auto", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
