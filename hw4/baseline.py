@@ -35,6 +35,11 @@ def main() -> None:
     parser.add_argument("--order", type=number(int, 1, 3), default=3, help="longest n-gram (1-3)")
     parser.add_argument("--min-df", type=positive(), default=2,
                         help="n-grams seen in fewer training reviews are dropped")
+    parser.add_argument("--min-count", type=positive(), default=RECIPE.min_count,
+                        help="rarest word kept in the vocabulary (train.py's by default); rarer ones are <unk>")
+    parser.add_argument("--max-vocab", type=number(int, 3, 52_000), default=RECIPE.max_vocab,
+                        help="most words kept, the two specials included (train.py's by default; 1-3-gram keys "
+                             "of at most 52,000 words fit the bag's 47 bits)")
     parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
                         help="training reviews held out for validation, by whole movies, as in train.py "
                              "(with --limit alone, a tenth of the limit)")
@@ -47,7 +52,7 @@ def main() -> None:
     test = load_imdb(data_dir, "test").sample(args.limit)
     corpus = tokenize_corpus(reviews.texts, quiet=args.quiet)
     train_idx, val_idx = split_groups(reviews.groups, args.val_size, seed=args.seed, labels=reviews.labels)
-    vocab = Vocab.build(corpus, train_idx.numpy(), min_count=RECIPE.min_count, max_size=RECIPE.max_vocab)
+    vocab = Vocab.build(corpus, train_idx.numpy(), min_count=args.min_count, max_size=args.max_vocab)
     ids = vocab.encode_corpus(corpus)
     train_ids, val_ids = [ids[i] for i in train_idx.tolist()], [ids[i] for i in val_idx.tolist()]
     options = {"order": args.order, "vocab_size": len(vocab), "min_df": args.min_df}

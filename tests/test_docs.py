@@ -68,6 +68,10 @@ FIGURES = [
         minutes(m["wall_seconds"])]),
     ("hw4/README.md", "| the same, `--out-dir runs/baseline_avx2` |", "hw4/results/selection/baseline_avx2.json",
      lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"]), f"{m['peak_rss_gb']:.1f} GB"]),
+    ("hw4/README.md", "| larger vocabulary, `--min-count 2 --max-vocab 52000` |",
+     "hw4/results/selection/baseline_vocab52k.json", lambda m: [
+         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"]),
+         f"{m['peak_rss_gb']:.1f} GB"]),
     ("hw4/README.md", "| 1.0 |", "hw4/results/baseline/metrics.json", lambda m: [
         pct(g["val_acc"]) for g in m["grid"] if g["alpha"] == 1.0]),
     ("README.md", "hw3/eval.py` gave", "hw3/results/selection/eval_fp32_avx2.json",
@@ -325,6 +329,7 @@ def test_every_numeric_option_checks_its_range_and_its_default_lies_in_it(option
     ("hw4/train.py", ["--heads", "3", "--dim", "128"], "--dim 128 must be a multiple of --heads 3"),
     ("hw4/train.py", ["--dim", "7"], "--dim 7 must be a multiple of --heads 4"),
     ("hw4/baseline.py", ["--order", "4"], "--order: must be >= 1 and <= 3"),
+    ("hw4/baseline.py", ["--max-vocab", "60000"], "--max-vocab: must be >= 3 and <= 52000"),
     ("hw2/train.py", ["--momentum", "1"], "--momentum: must be >= 0 and < 1"),
     ("hw0/q2.py", ["--model-seed", "-1"], "--model-seed: must be >= 0"),
 ])
