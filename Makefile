@@ -29,7 +29,8 @@ lock:
 	rm -rf .lock-venv
 
 # Mutation testing (development only, not part of CI): each module in turn, updating tests/MUTATION.md.
-MODULE ?= $(filter-out common/__init__.py,$(wildcard common/*.py))
+MODULE ?= $(filter-out common/__init__.py,$(wildcard common/*.py)) hw1/layers.py hw2/batchnorm.py hw3/model.py \
+	hw3/report.py hw3/predict.py hw4/model.py hw4/explain.py hw4/predict.py
 mutate: $(VENV)/.installed
 	$(PY) -m pip install -q mutmut==3.8.1
 	OMP_NUM_THREADS=1 $(PY) tests/mutation_summary.py $(MODULE)

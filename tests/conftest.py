@@ -53,6 +53,18 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
     return subprocess.CompletedProcess([script, *args], status, stdout.getvalue(), stderr.getvalue())
 
 
+def run_main(monkeypatch, capsys, main, *argv) -> tuple[int, str, str]:
+    """Run a script's `main` as `python script argv...` would; returns (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["script", *map(str, argv)])
+    try:
+        run(main)
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 def no_network(*args, **kwargs):
     """A stand-in for a download call on a machine without the network: tests never fetch anything."""
     raise urllib.error.URLError("no network")

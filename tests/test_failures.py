@@ -22,28 +22,15 @@ import hw4.eval
 import hw4.predict
 import hw4.train
 from common.checkpoint import load_checkpoint
-from common.cli import run
 from common.course_data import load_course_splits
 from common.errors import TrainingDiverged
 from common.training import Checkpointing, fit
-from tests.conftest import write_cifar_imagefolder
+from tests.conftest import run_main, write_cifar_imagefolder
 
 HW3_TINY = ["--widths", "4", "4", "4", "--epochs", "1", "--batch-size", "16", "--val-size", "12", "--device", "cpu",
             "--quiet"]
 HW4_TINY = ["--dim", "16", "--layers", "1", "--heads", "2", "--epochs", "1", "--batch-size", "8", "--val-size", "10",
             "--max-len", "32", "--head", "8", "--min-count", "1", "--members", "1", "--device", "cpu", "--quiet"]
-
-
-def run_main(monkeypatch, capsys, main, *argv) -> tuple[int, str, str]:
-    """Run a script's `main` as `python script argv...` would; returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["script", *map(str, argv)])
-    try:
-        run(main)
-        status = 0
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

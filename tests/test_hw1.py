@@ -263,6 +263,7 @@ def project1_data_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.script
 def test_q1_script_writes_every_plot_the_grid_and_the_endpoint_table(tmp_path, monkeypatch):
     import hw1.q1
     figures = capture_figures(monkeypatch, hw1.q1)
@@ -280,6 +281,7 @@ def test_q1_script_writes_every_plot_the_grid_and_the_endpoint_table(tmp_path, m
     assert all(float(r["final_y"]) < 50 and int(r["steps"]) == 50 for r in rows[:2])
 
 
+@pytest.mark.script
 def test_q2_script_sweeps_and_writes_its_results(tmp_path, project1_data_dir):
     result = run_script("hw1/q2.py", "--data-dir", project1_data_dir, "--epochs", "20",
                         "--lrs", "0.01", "0.03", "--quiet", "--out-dir", tmp_path)
@@ -296,6 +298,7 @@ def test_q2_script_sweeps_and_writes_its_results(tmp_path, project1_data_dir):
         assert_drawn(tmp_path / name)
 
 
+@pytest.mark.script
 def test_q2_reports_a_sweep_where_every_rate_diverges(tmp_path, project1_data_dir):
     result = run_script("hw1/q2.py", "--data-dir", project1_data_dir, "--epochs", "3",
                         "--optimizer", "sgd", "--lrs", "50", "--quiet", "--out-dir", tmp_path)
@@ -303,6 +306,7 @@ def test_q2_reports_a_sweep_where_every_rate_diverges(tmp_path, project1_data_di
     assert "diverged" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.script
 def test_q2_missing_and_malformed_data_give_one_line_errors(tmp_path, project1_data_dir):
     empty = tmp_path / "empty"
     empty.mkdir()

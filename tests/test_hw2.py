@@ -138,6 +138,7 @@ def test_bad_input_is_a_clear_error():
 
 
 # --- scripts --------------------------------------------------------------------------------------
+@pytest.mark.script
 def test_check_script_passes_and_writes_its_table(tmp_path):
     result = run_script("hw2/check.py", "--quick", "--repeats", "2", "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -146,6 +147,7 @@ def test_check_script_passes_and_writes_its_table(tmp_path):
     assert "largest difference from PyTorch" in table and "FAIL" not in table and "ratio" in table
 
 
+@pytest.mark.script
 def test_train_script_writes_the_plot_and_metrics(cifar_jpeg_dir, tmp_path):
     result = run_script("hw2/train.py", "--data-dir", cifar_jpeg_dir, "--out-dir", tmp_path, "--quiet",
                         "--epochs", "2", "--val-size", "12", "--batch-size", "16", "--widths", "4", "8",
@@ -159,6 +161,7 @@ def test_train_script_writes_the_plot_and_metrics(cifar_jpeg_dir, tmp_path):
     assert len(metrics["histories"]["PyTorch BN"]["val_acc"]) == 2
 
 
+@pytest.mark.script
 def test_train_script_without_data_exits_with_status_3(tmp_path):
     result = run_script("hw2/train.py", "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path,
                         "--dataset-format", "imagefolder", env={"CSE849_CACHE": str(tmp_path / "cache")})

@@ -19,9 +19,11 @@ from hw3.model import MODELS, build_model, load_model, predict_logits
 from hw3.muon import Muon, orthogonalize
 from hw3.report import evaluate_test
 from hw3.train import make_optimizer
+from common.checkpoint import save_checkpoint
+from hw3.model import CHECKPOINT_KIND, build_network
 from tests.conftest import (CIFAR_CLASSES, assert_drawn, capture_figures, check_ensemble_run,
                             check_resume_after_interruption, cifar_images, colour_bars, full_batch_losses,
-                            no_network, run_script)
+                            no_network, run_main, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -235,6 +237,7 @@ def trained(cifar_jpeg_dir, tmp_path):
     return cifar_jpeg_dir, out
 
 
+@pytest.mark.script
 def test_train_writes_results_that_beat_chance(trained):
     _, out = trained
     metrics = json.loads((out / "metrics.json").read_text())
@@ -247,6 +250,7 @@ def test_train_writes_results_that_beat_chance(trained):
     assert {"macro_f1", "wall_seconds", "train_images_per_second", "parameters", "command"} <= set(metrics)
 
 
+@pytest.mark.script
 def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path, monkeypatch):
     data_dir, out = trained
     result = run_script("hw3/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
@@ -278,18 +282,21 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path, monkeypatc
         assert line == f"{image}: " + ", ".join(f"{c} {p}" for c, p in ranked) and ranked[0][0] == name
 
 
+@pytest.mark.script
 def test_resume_after_ctrl_c_in_epoch_3_ends_as_the_uninterrupted_run(trained, tmp_path):
     data_dir, out = trained
     check_resume_after_interruption("hw3", ["--data-dir", data_dir, *TRAIN_ARGS], out, tmp_path / "resumed",
                                     saves=2, env={"CSE849_CACHE": str(tmp_path / "c")})
 
 
+@pytest.mark.script
 def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(cifar_jpeg_dir, tmp_path):
     args = ["--data-dir", cifar_jpeg_dir, "--device", "cpu", "--widths", "8", "16", "16",
             "--epochs", "2", "--val-size", "12", "--batch-size", "16", "--lr", "0.01", "--members", "2"]
     check_ensemble_run("hw3", args, cifar_jpeg_dir, tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")})
 
 
+@pytest.mark.script
 def test_missing_folder_says_what_was_looked_for(tmp_path, monkeypatch):
     for data_dir, message in ((tmp_path / "nothing", "no such folder; check the path, or leave --data-dir unset "
                                                      "to use data/ in the repository"),
@@ -320,6 +327,7 @@ def test_empty_class_folder_and_corrupt_image_are_named(cifar_jpeg_dir):
         load_cifar10(cifar_jpeg_dir, "test", download=False)
 
 
+@pytest.mark.script
 def test_checkpoint_from_another_model_is_refused(trained, tmp_path):
     data_dir, _ = trained
     result = run_script("hw3/eval.py", "--checkpoint", "hw0/results/q2_model.pt", "--data-dir", data_dir,
@@ -390,3 +398,53 @@ def test_muon_step_is_an_orthogonalized_update_of_the_normalized_weight():
     assert singular_values.min() > 0.4 and singular_values.max() < 1.6
     with pytest.raises(ValueError, match="not vectors"):
         Muon([torch.zeros(3, requires_grad=True)], lr=0.1)
+
+
+# --- predict.py in-process, on a tiny checkpoint ------------------------------------------------
+def tiny_checkpoint(path, tta: int) -> tuple[nn.Module, dict]:
+    """A small untrained cnn saved as train.py saves it, with skewed statistics so every class differs."""
+    torch.manual_seed(0)
+    config = {"model": "cnn", "widths": [4, 8, 8], "classes": list(CIFAR_CLASSES), "mean": [0.4, 0.5, 0.6],
+              "std": [0.2, 0.25, 0.3], "tta": tta, "members": 1}
+    model = build_network({**config, "num_classes": len(CIFAR_CLASSES)})
+    for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(path, kind=CHECKPOINT_KIND, model=model, config=config)
+    return model.eval(), config
+
+
+@pytest.mark.parametrize("tta", [0, 2])
+def test_predict_prints_the_top_classes_of_each_image_as_the_model_ranks_them(tmp_path, monkeypatch, capsys, tta):
+    model, config = tiny_checkpoint(tmp_path / "model.pt", tta)
+    pictures = cifar_images(2, seed=3)[0]
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    torchvision.io.write_png(pictures[0], str(paths[0]))
+    torchvision.io.write_png(torch.nn.functional.interpolate(pictures[1:].float(), size=(48, 40)).to(torch.uint8)[0],
+                             str(paths[1]))  # not 32x32: resized
+    status, out, err = run_main(monkeypatch, capsys, hw3.predict.main, paths[0], "--top", "2", paths[1],
+                                "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    assert status == 0, err
+    images = torch.stack([hw3.predict.read_input(p) for p in paths])
+    assert images.shape == (2, 3, 32, 32) and torch.equal(images[0], pictures[0])
+    with torch.no_grad():
+        probabilities = predict_logits(model, normalize(images, config["mean"], config["std"]), tta).softmax(1)
+    top = probabilities.topk(2, dim=1)
+    expected = [f"{path}: {CIFAR_CLASSES[i[0]]} {p[0]:.3f}, {CIFAR_CLASSES[i[1]]} {p[1]:.3f}"
+                for path, p, i in zip(paths, top.values.tolist(), top.indices.tolist())]
+    assert out.splitlines() == expected
+
+
+def test_predict_explains_the_top_class_and_names_unreadable_images(tmp_path, monkeypatch, capsys):
+    tiny_checkpoint(tmp_path / "model.pt", tta=1)
+    good, broken = tmp_path / "good.png", tmp_path / "broken.png"
+    torchvision.io.write_png(cifar_images(1, seed=4)[0][0], str(good))
+    broken.write_bytes(b"not an image")
+    figures = capture_figures(monkeypatch, hw3.predict)
+    status, out, err = run_main(monkeypatch, capsys, hw3.predict.main, good, broken, "--checkpoint",
+                                tmp_path / "model.pt", "--device", "cpu", "--explain-png", tmp_path / "why.png")
+    assert status == 2 and err.strip().splitlines()[-1] == "error: 1 of 2 images could not be read (see above)"
+    assert "broken.png" in err and out.startswith(f"{good}: ") and len(out.strip().splitlines()) == 2  # + written
+    fig = figures["why.png"]
+    assert len(fig.axes) == 3 and fig.axes[0].get_title().startswith(f"{tmp_path.name}/good.png: ")
+    assert fig.axes[1].get_title() == "integrated gradients"

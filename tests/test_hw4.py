@@ -19,11 +19,15 @@ from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
 from hw4.explain import Reading, as_ansi, as_markers, read_review, word_attributions
-from hw4.model import MultiHeadSelfAttention, TransformerClassifier, load_model, sinusoidal_positions
+import hw4.explain
+import hw4.predict
+from common.checkpoint import save_checkpoint
+from hw4.model import (CHECKPOINT_KIND, MultiHeadSelfAttention, TransformerClassifier, build_model, load_model,
+                       sinusoidal_positions)
 from hw4.ngrams import NgramBag, fit_ngram_bag, ngram_keys, ngram_words
 from hw4.report import evaluate_test
-from tests.conftest import (NEGATIVE_WORDS, assert_drawn, check_ensemble_run, check_resume_after_interruption,
-                            full_batch_losses, no_network, run_script)
+from tests.conftest import (NEGATIVE_WORDS, assert_drawn, capture_figures, check_ensemble_run,
+                            check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -328,6 +332,7 @@ def test_ngram_bag_reaches_the_optimum_autograd_finds_on_dense_features():
     torch.testing.assert_close(bag(texts), (features @ w[:-1] + w[-1]).detach().float(), atol=2e-3, rtol=0)
 
 
+@pytest.mark.script
 def test_baseline_beats_chance_and_refuses_bad_options(imdb_dir, tmp_path):
     out = tmp_path / "baseline"
     result = run_script("hw4/baseline.py", "--data-dir", imdb_dir, "--out-dir", out, "--val-size", "10",
@@ -413,6 +418,7 @@ def trained(imdb_dir, tmp_path):
     return imdb_dir, out
 
 
+@pytest.mark.script
 def test_train_writes_metrics_that_beat_chance(trained):
     _, out = trained
     for name in ("training_curves.png", "confusion_matrix.png"):
@@ -426,6 +432,7 @@ def test_train_writes_metrics_that_beat_chance(trained):
     assert report.startswith("accuracy ") and "false pos" in report and "command    python hw4/train.py" in report
 
 
+@pytest.mark.script
 def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     data_dir, out = trained
     result = run_script("hw4/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
@@ -454,6 +461,7 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
         "neg", "pos"], result.stderr
 
 
+@pytest.mark.script
 def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp_path):
     _, out = trained
     result = run_script("hw4/predict.py", "The plot was AWFUL, and the actor", "--explain", "--explain-png",
@@ -472,6 +480,7 @@ def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp
     assert f"push toward pos: {toward_pos:+.2f} log-odds" in result.stdout and abs(toward_pos) >= 0.01
 
 
+@pytest.mark.script
 def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
     data_dir, out = trained
     model, config = load_model(out / "model.pt", torch.device("cpu"))
@@ -492,17 +501,20 @@ def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
         assert section.split()[0] == ("neg", "pos")[int(test.labels[index])] and "\n> " in section
 
 
+@pytest.mark.script
 def test_resume_after_ctrl_c_in_epoch_3_ends_as_the_uninterrupted_run(trained, tmp_path):
     data_dir, out = trained
     check_resume_after_interruption("hw4", ["--data-dir", data_dir, "--quiet", *TINY], out, tmp_path / "resumed",
                                     saves=2, env={"CSE849_CACHE": str(tmp_path / "c")})
 
 
+@pytest.mark.script
 def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir, tmp_path):
     args = ["--data-dir", imdb_dir, *TINY, "--epochs", "2", "--members", "2"]
     check_ensemble_run("hw4", args, imdb_dir, tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")})
 
 
+@pytest.mark.script
 def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_path, monkeypatch):
     (tmp_path / "nothing").mkdir()
     monkeypatch.setattr(imdb.urllib.request, "urlopen", no_network)
@@ -521,3 +533,64 @@ def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_
     assert result.returncode == 2 and result.stderr == "error: --head 300 must be between 0 and --max-len 100\n"
     result = run_script("hw4/predict.py", "--checkpoint", tmp_path / "absent.pt", "some text", "--device", "cpu")
     assert result.returncode == 2 and "absent.pt: no such checkpoint file" in result.stderr
+
+
+# --- predict.py in-process, on a tiny checkpoint ------------------------------------------------
+def tiny_checkpoint(path) -> tuple[nn.Module, dict]:
+    """A small untrained encoder saved as train.py saves it."""
+    torch.manual_seed(0)
+    config = {"vocab": ["<pad>", "<unk>", "good", "bad", "film", "great", "awful"], "classes": ["neg", "pos"],
+              "dim": 8, "layers": 1, "heads": 2, "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2, "members": 1}
+    model = build_model(config).eval()
+    save_checkpoint(path, kind=CHECKPOINT_KIND, model=model, config=config)
+    return model, config
+
+
+def test_predict_prints_each_reviews_classes_and_warns_when_it_has_no_known_words(tmp_path, monkeypatch, capsys):
+    model, config = tiny_checkpoint(tmp_path / "model.pt")
+    review = tmp_path / "review.txt"
+    review.write_text("An awful film, bad bad bad.")
+    long = "good film " * 40
+    status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, "good film", "--file", review, "zzz qqq", "",
+                                long, "--top", "2", "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    assert status == 0, err
+    vocab = Vocab(config["vocab"])
+    texts = ["good film", "zzz qqq", "", long, "An awful film, bad bad bad."]
+    readings = [read_review(t, vocab, 6, 2) for t in texts]
+    with torch.no_grad():
+        probabilities = model(pad_batch([r.ids for r in readings])).softmax(1)
+    names = ['"good film"', '"zzz qqq"', '""', '"' + ("good film " * 7)[:70] + '..."', str(review)]
+    expected = [f"{name}: " + ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in
+                                        zip(*[v.tolist() for v in probabilities[k].topk(2)]))
+                for k, name in enumerate(names)]
+    assert out.splitlines() == expected
+    assert err.splitlines() == [
+        'warning: "zzz qqq": none of its words is in the model\'s vocabulary, so the model reads only unknown-word '
+        "tokens; its score says nothing about the review",
+        'warning: "" holds no words; its score is the model\'s lean on an empty review']
+
+
+def test_predict_explains_each_review_and_names_unreadable_files(tmp_path, monkeypatch, capsys):
+    model, config = tiny_checkpoint(tmp_path / "model.pt")
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    figures = capture_figures(monkeypatch, hw4.explain)
+    status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, "great film, good", "--file", folder,
+                                "--explain", "--explain-png", tmp_path / "why.png", "--checkpoint",
+                                tmp_path / "model.pt", "--device", "cpu")
+    assert status == 2 and err.strip().splitlines()[-1] == "error: 1 of 1 review files could not be read (see above)"
+    reading = read_review("great film, good", Vocab(config["vocab"]), 6, 2)
+    with torch.no_grad():
+        p = model(reading.ids[None]).softmax(1)[0]
+    label = int(p.argmax())
+    score = word_attributions(model, reading.ids, target=1)
+    assert out.splitlines()[2:4] == [
+        f"{config['classes'][label]} {p[label]:.3f}  (the words' push toward pos: {float(score.sum()):+.2f} log-odds)",
+        as_markers(reading, score)]
+    assert f"{config['classes'][label]} {p[label]:.3f}  \"great film, good\"" in [t.get_text() for t in figures["why.png"].texts]
+
+
+def test_predict_without_a_review_is_one_error_line(tmp_path, monkeypatch, capsys):
+    tiny_checkpoint(tmp_path / "model.pt")
+    status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, "--checkpoint", tmp_path / "model.pt")
+    assert status == 2 and err.strip() == "error: give a review text or --file FILE" and out == ""
