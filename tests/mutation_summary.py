@@ -74,8 +74,9 @@ def update_summary(module: str) -> None:
     rows[module] = "| " + " | ".join(row) + " |"
     survivors[module] = f"- `{module}` survived: " + (", ".join(f"`{name.split('.')[-1]}`" for name in alive) or "none")
     lines = ["# Mutation testing", "",
-             "`make mutate MODULE=common/metrics.py` runs mutmut on one module with the fast unit tests (setup.cfg)",
-             "and updates its row; `make mutate` runs every module of common/ in turn. A timed-out mutant made the",
+             "`make mutate MODULE=common/metrics.py` runs mutmut on one module with the unit tests (setup.cfg's",
+             "selection, less the tests marked `script`, which run whole scripts) and updates its row; `make mutate`",
+             "runs every module of common/ and the hw modules the Makefile names in turn. A timed-out mutant made the",
              "tests loop or slow down past mutmut's limit, so it counts as caught (mutmut forks a process per",
              "mutant, so `make mutate` sets OMP_NUM_THREADS=1: a forked torch thread pool can hang, which read as",
              "timeouts). An equivalent survivor is one that no test on a CPU-only machine can tell apart, with the",
