@@ -61,7 +61,7 @@ def tokenize_corpus(texts: Sequence[str], *, desc: str = "tokenizing", quiet: bo
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as saved:
-                joined = saved["words"].tobytes().decode("utf-8")
+                joined = saved["words"].tobytes().decode("utf-8", errors="surrogatepass")
                 corpus = Corpus(joined.split("\n") if joined else [], saved["flat"], saved["offsets"])
             if _is_corpus_of(corpus, len(texts)):
                 return corpus
@@ -75,7 +75,8 @@ def tokenize_corpus(texts: Sequence[str], *, desc: str = "tokenizing", quiet: bo
         offsets.append(len(flat))
     corpus = Corpus(list(index), np.array(flat, dtype=np.int32), np.array(offsets, dtype=np.int64))
     with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-        words = np.frombuffer("\n".join(corpus.words).encode("utf-8"), dtype=np.uint8)  # tokens hold no spaces
+        joined = "\n".join(corpus.words).encode("utf-8", errors="surrogatepass")  # tokens hold no spaces; any str
+        words = np.frombuffer(joined, dtype=np.uint8)                              # round-trips, lone surrogates too
         np.savez(f, words=words, flat=corpus.flat, offsets=corpus.offsets)
     return corpus
 
@@ -121,6 +122,6 @@ class Vocab:
     def encode_corpus(self, corpus: Corpus) -> list[np.ndarray]:
         """Token ids (int64) of every text in `corpus`; an empty text becomes a single `<unk>`."""
         lookup = self.encode(corpus.words)
-        ids = lookup[corpus.flat] if len(corpus.flat) else np.zeros(0, np.int64)
+        ids = lookup[corpus.flat]
         return [ids[a:b] if b > a else np.array([UNK_ID]) for a, b in
                 zip(corpus.offsets[:-1], corpus.offsets[1:])]

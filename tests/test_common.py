@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from common.atomic_io import atomic_path, same_result, staged_folder, write_json
 from common.checkpoint import COMPACT_CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
 from common.cli import make_parser, run, settings_of
 from common.course_data import load_course_splits
-from common.data_dir import require_file, resolve_data_dir
+from common.data_dir import cache_dir, made_for_download, require_file, resolve_data_dir
 from common.device import autocast, report_machine, select_device
 from common.ensemble import (Ensemble, ensemble, fit_member, join_histories, mean_throughput, member_checkpointing,
                              members_of, validation_record, vote, write_training_record)
@@ -59,6 +60,38 @@ def test_data_dir_prefers_argument_then_env_then_default(monkeypatch, tmp_path):
     assert not (tmp_path / "typo").exists()
     monkeypatch.delenv("CSE849_DATA")
     assert resolve_data_dir() == ROOT / "data"  # inside the repository, whatever the current folder
+
+
+def test_a_named_data_folder_that_is_missing_or_a_file_says_which_option_named_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("CSE849_DATA", raising=False)
+    (tmp_path / "data.pt").write_text("x")
+    with pytest.raises(DataNotFoundError, match=rf"^--data-dir {re.escape(str(tmp_path))}/typo: no such folder; check "
+                                                 r"the path, or leave --data-dir unset to use data/ in the repository$"):
+        resolve_data_dir(tmp_path / "typo")
+    with pytest.raises(DataNotFoundError, match=rf"^--data-dir {re.escape(str(tmp_path))}/data.pt: a file, not a "
+                                                 rf"folder; point --data-dir at the folder that holds it \({re.escape(str(tmp_path))}\)$"):
+        resolve_data_dir(tmp_path / "data.pt")
+
+
+def test_a_download_makes_the_data_folder_and_its_parents_and_says_so(tmp_path):
+    folder = tmp_path / "a" / "data"
+    assert made_for_download(folder) is True and folder.is_dir()
+    assert made_for_download(folder) is False  # already there
+
+
+def test_the_cache_folder_is_made_where_the_environment_says_or_in_the_repository(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "deep" / "cache"))
+    assert cache_dir() == tmp_path / "deep" / "cache" and (tmp_path / "deep" / "cache").is_dir()
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "file"))
+    with pytest.raises(UserError, match=rf"^\$CSE849_CACHE={re.escape(str(tmp_path))}/file: a file, not a folder; "
+                                        r"point it at a folder \(or unset it\)$"):
+        cache_dir()
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "file" / "below"))
+    with pytest.raises(UserError, match=r"/file/below: cannot make the cache folder \(Not a directory\)$"):
+        cache_dir()
+    monkeypatch.delenv("CSE849_CACHE")
+    assert cache_dir() == ROOT / ".cache"
 
 
 def test_missing_data_file_names_the_path_and_the_fix(tmp_path):
@@ -414,27 +447,48 @@ def test_course_splits_load_and_validate(hw0_data_dir):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("y_val"), "missing keys y_val"),
+    (lambda d: [d.pop("y_val"), d.pop("x_test")], r"missing keys y_val, x_test \(found x_train, y_train, x_val, y_test\)"),
     (lambda d: d.update(x_train=torch.zeros(200, 3)), r"x_train has shape \(200, 3\), expected \(N\)"),
-    (lambda d: d.update(y_train=torch.zeros(5)), r"y_train has shape \(5,\), expected \(200,\)"),
-    (lambda d: d.update(x_val=torch.zeros(100, dtype=torch.long)), "x_val should be a float tensor"),
+    (lambda d: d.update(y_train=torch.zeros(5)), r"y_train has shape \(5,\), expected \(200,\) to match x_train"),
+    (lambda d: d.update(x_val=torch.zeros(100, dtype=torch.long)), "x_val should be a float tensor, found Tensor of torch.int64"),
+    (lambda d: d.update(y_val=[0.0] * 100), "y_val should be a float tensor, found list"),
+    (lambda d: d.update(x_test=torch.tensor(1.0)), "x_test is empty"),
+    (lambda d: d.update(x_test=torch.zeros(0)), "x_test is empty"),
+    (lambda d: d.update(y_train=torch.full((200,), float("inf"))), r"y_train holds 200 non-finite value\(s\) \(nan or inf\)"),
 ])
 def test_course_splits_reject_wrong_keys_and_shapes(hw0_data_dir, change, message):
     path = hw0_data_dir / "HW0_data.pt"
     data = torch.load(path)
+    data["y_test"] = torch.zeros(len(data["x_test"]))
     change(data)
     torch.save(data, path)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: {message}$"):
         load_course_splits(path)
 
 
-def test_course_splits_reject_non_dict_and_garbage(tmp_path):
-    torch.save(torch.zeros(3), tmp_path / "a.pt")
-    with pytest.raises(UserError, match="expected a dict of tensors"):
+def test_course_splits_check_the_feature_shape_and_keep_one_row_splits(tmp_path):
+    data = {f"{v}_{s}": torch.ones(1, 3, 4) if v == "x" else torch.ones(1) for v in "xy" for s in ("train", "val", "test")}
+    torch.save(data, tmp_path / "one.pt")
+    splits = load_course_splits(tmp_path / "one.pt", feature_shape=(3, 4))
+    assert splits["test"][0].shape == (1, 3, 4) and splits["test"][1].tolist() == [1.0]
+    with pytest.raises(UserError, match=r"x_train has shape \(1, 3, 4\), expected \(N, 3, 5\)$"):
+        load_course_splits(tmp_path / "one.pt", feature_shape=(3, 5))
+
+
+class NotATensor:
+    """An object torch.save pickles but a weights-only load refuses."""
+
+
+def test_course_splits_reject_non_dict_and_garbage_and_never_unpickle_objects(tmp_path):
+    torch.save([torch.zeros(3)], tmp_path / "a.pt")
+    with pytest.raises(UserError, match=r"a.pt: expected a dict of tensors, found list$"):
         load_course_splits(tmp_path / "a.pt")
     (tmp_path / "b.pt").write_text("not a torch file")
-    with pytest.raises(UserError, match="not a readable torch file"):
+    with pytest.raises(UserError, match=r"b.pt: not a readable torch file \((?!NoneType)\w+\)$"):
         load_course_splits(tmp_path / "b.pt")
+    torch.save({"x_train": NotATensor()}, tmp_path / "c.pt")
+    with pytest.raises(UserError, match=r"c.pt: not a readable torch file \(UnpicklingError\)$"):
+        load_course_splits(tmp_path / "c.pt")
 
 
 # --- metrics -----------------------------------------------------------------------------------------

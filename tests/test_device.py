@@ -22,6 +22,7 @@ TINY_HW3 = ["--widths", "8", "16", "16", "--epochs", "3", "--val-size", "12", "-
             "--lr", "0.01", "--quiet"]
 
 
+@pytest.mark.script
 @pytest.mark.parametrize("device", DEVICES)
 def test_fp16_trains_counts_skipped_steps_and_resumes_with_its_scaler(cifar_jpeg_dir, tmp_path, device):
     args = ["--data-dir", cifar_jpeg_dir, "--device", device, "--precision", "fp16", *TINY_HW3]
@@ -43,6 +44,7 @@ def test_fp16_trains_counts_skipped_steps_and_resumes_with_its_scaler(cifar_jpeg
     assert_same_run(done, resumed)  # the scaler's scale and growth tracker came back too
 
 
+@pytest.mark.script
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_run_resumed_on_the_device_ends_as_the_uninterrupted_one(imdb_dir, tmp_path, device):
     args = ["--data-dir", imdb_dir, "--device", device, "--epochs", "3", "--members", "1", "--dim", "16",

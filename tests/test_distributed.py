@@ -126,6 +126,7 @@ def torchrun(script: str, *args, env: dict) -> "subprocess.CompletedProcess":  #
                           *args, env=env)
 
 
+@pytest.mark.script
 def test_hw3_two_process_run_writes_results_once_and_resumes(cifar_jpeg_dir, tmp_path):
     out, env = tmp_path / "out", {"CSE849_CACHE": str(tmp_path / "cache")}
     args = ["hw3/train.py", "--data-dir", cifar_jpeg_dir, "--out-dir", out, "--widths", "8", "16", "16",
@@ -141,6 +142,7 @@ def test_hw3_two_process_run_writes_results_once_and_resumes(cifar_jpeg_dir, tmp
     assert result.stdout.count("resumed from") == 1
 
 
+@pytest.mark.script
 def test_hw4_two_process_ensemble_run_writes_results_once(imdb_dir, tmp_path):
     out = tmp_path / "out"
     result = torchrun("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, "--dim", "32", "--layers", "1",

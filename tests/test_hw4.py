@@ -147,8 +147,69 @@ def test_vocabulary_respects_min_count_max_size_and_training_texts_only(tmp_path
     assert vocab.encode(["good", "plot", "unseen"]).tolist() == [2, UNK_ID, UNK_ID]
     encoded = vocab.encode_corpus(tokenize_corpus(["bad good", "", "zzz"], quiet=True))
     assert [ids.tolist() for ids in encoded] == [[3, 2], [UNK_ID], [UNK_ID]]  # never an empty sequence
-    with pytest.raises(ValueError, match="starts with"):
-        Vocab(["good", "bad"])
+    with pytest.raises(ValueError, match=r"^a vocabulary starts with '<pad>', '<unk>'; got \['good', 'bad'\]$"):
+        Vocab(["good", "bad", "plot"])
+    assert Vocab.build(corpus, np.array([0, 1])).words == ["<pad>", "<unk>", "good", "bad", "plot"]  # min_count 1
+    assert Vocab.build(corpus, np.array([0, 1]), max_size=2).words == ["<pad>", "<unk>"]
+    assert vocab.encode([]).dtype == np.int64
+
+
+def test_vocabulary_ties_keep_the_order_of_first_appearance(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path))
+    words = [f"w{i}" for i in range(300)]
+    corpus = tokenize_corpus([" ".join(words), "w299 w7"], quiet=True)
+    assert Vocab.build(corpus).words == ["<pad>", "<unk>", "w7", "w299", *[w for w in words if w not in ("w7", "w299")]]
+    assert Vocab.build(corpus, np.array([0])).words[2:] == words  # all seen once: in order
+
+
+def test_word_counts_cover_every_word_for_any_choice_of_texts():
+    corpus = text.Corpus(["a", "b", "c"], np.array([0, 1, 1, 0], dtype=np.int32), np.array([0, 2, 2, 4]))
+    assert len(corpus) == 3
+    assert corpus.word_counts().tolist() == [2, 2, 0]
+    assert corpus.word_counts(np.array([2])).tolist() == [1, 1, 0]
+    assert corpus.word_counts(np.array([1])).tolist() == [0, 0, 0]
+    assert corpus.word_counts(np.array([], dtype=np.int64)).tolist() == [0, 0, 0]
+
+
+def test_a_cached_corpus_is_used_only_when_it_is_well_formed():
+    def corpus(words=("a", "b"), flat=(0, 1, 1), offsets=(0, 1, 3), flat_dtype=np.int32, offsets_dtype=np.int64):
+        return text.Corpus(list(words), np.array(flat, dtype=flat_dtype), np.array(offsets, dtype=offsets_dtype))
+    assert text._is_corpus_of(corpus(), 2)
+    assert text._is_corpus_of(corpus(flat=(), offsets=(0, 0, 0)), 2)  # no tokens at all
+    assert not text._is_corpus_of(corpus(), 3)
+    assert not text._is_corpus_of(corpus(offsets_dtype=np.int32), 2)
+    assert not text._is_corpus_of(corpus(flat_dtype=np.int64), 2)
+    assert not text._is_corpus_of(text.Corpus(["a", "b"], np.zeros((1, 3), np.int32), np.array([0, 1, 3])), 2)
+    assert not text._is_corpus_of(corpus(offsets=(1, 1, 3)), 2)
+    assert not text._is_corpus_of(corpus(offsets=(0, 1, 2)), 2)
+    assert not text._is_corpus_of(corpus(offsets=(0, 2, 1, 3)), 3)  # the ends right, a text of length -1
+    assert text._is_corpus_of(corpus(offsets=(0, 3, 3)), 2)
+    assert not text._is_corpus_of(corpus(flat=(0, -1, 1)), 2)
+    assert not text._is_corpus_of(corpus(flat=(0, 2, 1)), 2)  # id 2 of 2 words
+    assert not text._is_corpus_of(corpus(flat=(2,), offsets=(0, 0, 1)), 2)
+
+
+def test_tokenizing_shows_progress_and_survives_unencodable_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(text, "progress", lambda texts, **kwargs: seen.append(kwargs) or texts)
+    corpus = tokenize_corpus(["half a surrogate \ud800 here", "", ""])
+    assert seen == [{"desc": "tokenizing", "quiet": False}]
+    assert corpus.words == ["half", "a", "surrogate", "\ud800", "here"] and len(corpus) == 3
+    assert tokenize_corpus(["half a surrogate \ud800 here", "", ""]).words == corpus.words  # from the cache
+    empty = tokenize_corpus(["", "<br />"])
+    assert (empty.words, len(empty)) == ([], 2)
+    assert tokenize_corpus(["", "<br />"]).words == []  # from the cache, still no words
+
+
+def test_a_cache_holding_pickled_objects_is_rebuilt_not_unpickled(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path))
+    texts = ["a good film"]
+    tokenize_corpus(texts, quiet=True)
+    (cache,) = tmp_path.glob("tokens-*.npz")
+    np.savez(cache, words=np.array([object()], dtype=object), flat=np.zeros(3, np.int32),
+             offsets=np.array([0, 3]))
+    assert tokenize_corpus(texts, quiet=True).words == ["a", "good", "film"]
 
 
 # --- batches ---------------------------------------------------------------------------------------
@@ -177,6 +238,62 @@ def test_bucketed_batches_cover_the_data_pad_little_and_reshuffle():
     assert epochs[0] != epochs[1]
     evaluation = TextBatches(sequences, torch.arange(300), batch_size=64, max_len=150, head=50, train=False)
     assert sorted(torch.cat([y for _, y in evaluation]).tolist()) == list(range(300))
+
+
+def test_batches_are_seeded_from_epoch_0_with_pools_of_50_and_ties_kept_in_order():
+    sequences = [np.full(1 + i % 2, 7) for i in range(2000)]  # two lengths: many ties
+    default = TextBatches(sequences, torch.arange(2000), batch_size=4, max_len=8, head=2, train=True)
+    explicit = TextBatches(sequences, torch.arange(2000), batch_size=4, max_len=8, head=2, train=True, seed=0, pool=50)
+    same = [b.tolist() for b in default.batches()]
+    assert same == [b.tolist() for b in explicit.batches()]  # seed 0, pools of 50 batches
+    explicit.set_epoch(0)
+    assert same == [b.tolist() for b in explicit.batches()]  # before set_epoch: epoch 0
+    rng = np.random.default_rng([0, 0])
+    order = rng.permutation(2000)
+    pools = [order[i:i + 200] for i in range(0, 2000, 200)]
+    expected = [p[np.argsort(np.array([1 + j % 2 for j in p]), kind="stable")] for p in pools]
+    expected = [b[i:i + 4] for b in expected for i in range(0, 200, 4)]
+    assert same == [expected[i].tolist() for i in rng.permutation(len(expected))]
+    evaluation = TextBatches(sequences, torch.arange(2000), batch_size=500, max_len=8, head=2, train=False)
+    assert torch.cat([y for _, y in evaluation]).tolist() == list(range(0, 2000, 2)) + list(range(1, 2000, 2))
+
+
+@pytest.mark.parametrize("head", [0, 4])
+def test_head_may_be_anything_from_0_to_max_len(head):
+    loader = TextBatches([np.arange(10)], torch.tensor([1]), batch_size=1, max_len=4, head=head, train=False)
+    assert next(iter(loader))[0].tolist() == [list(range(head)) + list(range(10 - 4 + head, 10))]
+
+
+def test_batches_refuse_mismatched_labels_and_a_head_beyond_max_len():
+    with pytest.raises(ValueError, match=r"^2 sequences but 1 labels$"):
+        TextBatches([np.arange(3)] * 2, torch.tensor([1]), batch_size=1, max_len=4, head=2, train=False)
+    for head in (-1, 5):
+        with pytest.raises(ValueError, match=rf"^head {head} must lie in \[0, max_len=4\]$"):
+            TextBatches([np.arange(3)], torch.tensor([1]), batch_size=1, max_len=4, head=head, train=False)
+
+
+@pytest.mark.parametrize("shard, world, split", [(True, 2, True), (False, 2, False), (None, 2, False), (True, 1, False)])
+def test_batches_are_split_across_processes_only_when_sharded_under_torchrun(monkeypatch, shard, world, split):
+    import common.text_batches
+    calls = []
+
+    def first_half(order, *, pad):  # this process's share; the batch holding text 0 goes to the other one
+        calls.append(pad)
+        return order[:0] if 0 in order.tolist() else order[:len(order) // 2]
+    monkeypatch.setattr(common.text_batches, "world_size", lambda: world)
+    monkeypatch.setattr(common.text_batches, "shard", first_half)
+    sequences = [np.arange(1 + i) for i in range(8)]
+    for train in (True, False):
+        calls.clear()
+        sharding = {} if shard is None else {"shard": shard}  # None: not asked for
+        loader = TextBatches(sequences, torch.arange(8), batch_size=4, max_len=16, head=2, train=train, **sharding)
+        got = [y.tolist() for _, y in loader]
+        whole = [b.tolist() for b in loader.batches()]
+        if split:
+            assert calls == [train] * 2
+            assert got == [b[:2] for b in whole if 0 not in b]  # the empty share is skipped, the rest still come
+        else:
+            assert calls == [] and got == whole
 
 
 # --- model -----------------------------------------------------------------------------------------
