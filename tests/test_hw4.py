@@ -196,10 +196,27 @@ def test_tokenizing_shows_progress_and_survives_unencodable_text(tmp_path, monke
     corpus = tokenize_corpus(["half a surrogate \ud800 here", "", ""])
     assert seen == [{"desc": "tokenizing", "quiet": False}]
     assert corpus.words == ["half", "a", "surrogate", "\ud800", "here"] and len(corpus) == 3
+    monkeypatch.setattr(text, "tokenize", lambda _: pytest.fail("tokenized again"))
     assert tokenize_corpus(["half a surrogate \ud800 here", "", ""]).words == corpus.words  # from the cache
+    monkeypatch.undo()
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path))
     empty = tokenize_corpus(["", "<br />"])
     assert (empty.words, len(empty)) == ([], 2)
     assert tokenize_corpus(["", "<br />"]).words == []  # from the cache, still no words
+
+
+UNPICKLED = []
+
+
+def trip(mark: str) -> None:
+    UNPICKLED.append(mark)
+
+
+class Tripwire:
+    """An object whose unpickling runs `trip` (as a hostile cache's code would run)."""
+
+    def __reduce__(self):
+        return trip, ("unpickled",)
 
 
 def test_a_cache_holding_pickled_objects_is_rebuilt_not_unpickled(tmp_path, monkeypatch):
@@ -207,9 +224,9 @@ def test_a_cache_holding_pickled_objects_is_rebuilt_not_unpickled(tmp_path, monk
     texts = ["a good film"]
     tokenize_corpus(texts, quiet=True)
     (cache,) = tmp_path.glob("tokens-*.npz")
-    np.savez(cache, words=np.array([object()], dtype=object), flat=np.zeros(3, np.int32),
+    np.savez(cache, words=np.array([Tripwire()], dtype=object), flat=np.zeros(3, np.int32),
              offsets=np.array([0, 3]))
-    assert tokenize_corpus(texts, quiet=True).words == ["a", "good", "film"]
+    assert tokenize_corpus(texts, quiet=True).words == ["a", "good", "film"] and UNPICKLED == []
 
 
 # --- batches ---------------------------------------------------------------------------------------
@@ -256,6 +273,16 @@ def test_batches_are_seeded_from_epoch_0_with_pools_of_50_and_ties_kept_in_order
     assert same == [expected[i].tolist() for i in rng.permutation(len(expected))]
     evaluation = TextBatches(sequences, torch.arange(2000), batch_size=500, max_len=8, head=2, train=False)
     assert torch.cat([y for _, y in evaluation]).tolist() == list(range(0, 2000, 2)) + list(range(1, 2000, 2))
+
+
+def test_batches_come_through_pin_memory_only_when_asked(monkeypatch):
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor: tensor + 100)  # pinning needs CUDA: a stand-in
+    sequences = [np.arange(n) for n in (3, 5, 2)]
+    plain = [x.tolist() for x, _ in TextBatches(sequences, torch.tensor([0, 1, 0]), batch_size=2, max_len=4, head=2,
+                                                train=False)]
+    pinned = TextBatches(sequences, torch.tensor([0, 1, 0]), batch_size=2, max_len=4, head=2, train=False, pin=True)
+    assert [x.tolist() for x, _ in pinned] == [[[v + 100 for v in row] for row in batch] for batch in plain]
+    assert [y.tolist() for _, y in pinned] == [[100, 100], [101]]
 
 
 @pytest.mark.parametrize("head", [0, 4])
