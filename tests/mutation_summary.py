@@ -18,6 +18,10 @@ FLUSH = "`flush` changes only when printed text leaves Python's buffer, not the 
 WEIGHTS_ONLY = "torch 2.6 and later (requirements.lock: 2.14.1) load with weights_only=True by default"
 CPU_MAP = ("loading without map_location='cpu' differs only for a checkpoint saved on a GPU, which no test "
            "on a CPU-only machine can make")
+INT64 = "NumPy 2 and torch make Python ints int64 by default, and the batch they fill is int64 anyway"
+STABLE = "NumPy reads a sort kind without regard to case ('STABLE' is 'stable')"
+CACHE_KEY = ("the cache key stays a function of the tokenizer settings and every text, each text ended by a "
+             "separator: only the cache file's name changes")
 ON_THE_CPU = ("on the CPU, `.to(None)`, `.to(device)` without non_blocking and a tensor made without `device=` "
               "are the same tensor")
 MPS_SUMS = "only an MPS device (no float64) sums the epoch's totals in float32"
@@ -32,6 +36,20 @@ EQUIVALENT = {
     **{f"common.training.x_run_epoch__mutmut_{n}": ON_THE_CPU for n in (12, 14, 15, 16, 78, 81, 87, 90, 93)},
     **{f"common.training.x_run_epoch__mutmut_{n}": MPS_SUMS for n in (70, 73, 74)},
     **{f"common.training.x_run_epoch__mutmut_{n}": EMPTY_FLAGS for n in (86, 89, 91)},
+    **{f"common.course_data.x_load_course_splits__mutmut_{n}": CPU_MAP for n in (5, 8)},
+    **{f"common.course_data.x_load_course_splits__mutmut_{n}": WEIGHTS_ONLY for n in (6, 9)},
+    **{f"common.text_batches.x_pad_batch__mutmut_{n}": INT64 for n in (4, 7, 13, 15)},
+    "common.text_batches.x_truncate__mutmut_1": "a text of exactly max_len tokens cut to its head and tail is all of it",
+    **{f"common.text_batches.xǁTextBatchesǁbatches__mutmut_{n}": STABLE for n in (9, 40)},
+    "common.text.xǁVocabǁbuild__mutmut_11": STABLE,
+    **{f"common.text.x_tokenize_corpus__mutmut_{n}": CACHE_KEY for n in (7, 12, 15, 18, 21)},
+    **{f"common.text.x_tokenize_corpus__mutmut_{n}": "np.load refuses pickles by default (allow_pickle=False)"
+       for n in (23, 25)},
+    **{f"common.text.x_tokenize_corpus__mutmut_{n}": "Python's default codec is UTF-8, and codec names ignore case"
+       for n in (30, 35, 101, 106)},
+    "common.text.x_tokenize_corpus__mutmut_47": "tokens hold no whitespace, so splitting on any whitespace is "
+                                                "splitting on newlines",
+    **{f"common.text.x_tokenize_corpus__mutmut_{n}": INT64 for n in (88, 90)},
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
 }
