@@ -169,3 +169,117 @@ def test_plain_python_is_a_world_of_one():
     assert distributed.world_size() == 1 and distributed.is_main()
     assert distributed.wrap(model := nn.Linear(2, 2), CPU) is model
     assert distributed.per_rank_batch_size(15) == 15
+
+
+# --- the helpers one by one, with torch.distributed faked -------------------------------------------
+class FakeDist:
+    """The parts of torch.distributed the helpers call, recording each call."""
+
+    def __init__(self, rank: int = 1, world: int = 2):
+        self.calls, self.rank, self.world = [], rank, world
+
+    def is_available(self):
+        return True
+
+    def is_initialized(self):
+        return True
+
+    def get_rank(self):
+        return self.rank
+
+    def get_world_size(self):
+        return self.world
+
+    def init_process_group(self, backend):
+        self.calls.append(("init", backend))
+
+    def barrier(self):
+        self.calls.append(("barrier",))
+
+    def destroy_process_group(self):
+        self.calls.append(("destroy",))
+
+    def all_reduce(self, tensor):
+        self.calls.append(("all_reduce",))
+        tensor.mul_(self.world)
+
+
+def torchrun_env(monkeypatch, **extra) -> None:
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_torchrun_is_recognised_by_rank_and_world_size_together(monkeypatch):
+    torchrun_env(monkeypatch)
+    assert distributed.launched_by_torchrun()
+    monkeypatch.delenv("WORLD_SIZE")
+    assert not distributed.launched_by_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK")
+    assert not distributed.launched_by_torchrun()
+
+
+def test_a_process_group_is_joined_with_gloo_on_the_cpu_and_nccl_on_this_ranks_gpu(monkeypatch):
+    fake = FakeDist()
+    fake.is_initialized = lambda: False
+    monkeypatch.setattr(distributed, "dist", fake)
+    torchrun_env(monkeypatch, MASTER_ADDR="localhost", MASTER_PORT="29500", LOCAL_RANK="1")
+    assert distributed.setup("cpu") == CPU and fake.calls == [("init", "gloo")]
+    fake.calls.clear()
+    chosen = []
+    monkeypatch.setattr(distributed, "select_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert distributed.setup("cuda") == torch.device("cuda", 1) == chosen[0] and fake.calls == [("init", "nccl")]
+    monkeypatch.setattr(distributed, "select_device", lambda name: torch.device("mps"))
+    with pytest.raises(UserError, match=r"^torchrun on mps is not supported; use --device cpu$"):
+        distributed.setup("mps")
+
+
+def test_a_stray_rank_in_the_environment_is_a_clear_error_and_a_joined_group_is_kept(monkeypatch):
+    fake = FakeDist()
+    fake.is_initialized = lambda: False
+    monkeypatch.setattr(distributed, "dist", fake)
+    torchrun_env(monkeypatch, MASTER_PORT="29500")
+    with pytest.raises(UserError, match=r"^RANK and WORLD_SIZE are set but MASTER_ADDR, LOCAL_RANK are not: start "
+                                        r"the script with torchrun, or unset RANK and WORLD_SIZE to run as one process$"):
+        distributed.setup("cpu")
+    fake.is_initialized = lambda: True  # already joined: nothing more to do
+    assert distributed.setup("cpu") == CPU and fake.calls == []
+
+
+def test_under_a_process_group_the_helpers_use_it(monkeypatch):
+    fake = FakeDist(rank=1, world=2)
+    monkeypatch.setattr(distributed, "dist", fake)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (1, 2, False)
+    assert distributed.all_reduce_sum(torch.ones(2)).tolist() == [2.0, 2.0]
+    distributed.teardown()
+    assert fake.calls == [("all_reduce",), ("barrier",), ("destroy",)]
+    wrapped = []
+    monkeypatch.setattr(distributed, "DistributedDataParallel", lambda model, device_ids: wrapped.append(device_ids) or model)
+    distributed.wrap(nn.Linear(2, 2), torch.device("cuda", 1))
+    distributed.wrap(nn.Linear(2, 2), CPU)
+    assert wrapped == [[1], None]
+    fake.rank = 0
+    assert distributed.is_main()
+
+
+def test_without_a_process_group_nothing_is_reduced_or_torn_down(monkeypatch):
+    fake = FakeDist()
+    fake.is_initialized = lambda: False
+    monkeypatch.setattr(distributed, "dist", fake)
+    assert distributed.all_reduce_sum(torch.ones(2)).tolist() == [1.0, 1.0]
+    distributed.teardown()
+    assert fake.calls == [] and (distributed.rank(), distributed.world_size()) == (0, 1)
+    fake.is_available = lambda: False
+    fake.is_initialized = lambda: True  # a build without torch.distributed
+    assert distributed.world_size() == 1
+
+
+def test_the_recorded_command_names_torchrun_and_its_processes(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr("sys.argv", ["hw3/train.py", "--epochs", "2", "--out-dir", "runs/a b"])
+    assert distributed.launch_command("hw3/train.py") == "torchrun --nproc_per_node=2 hw3/train.py --epochs 2 --out-dir 'runs/a b'"
