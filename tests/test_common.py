@@ -23,7 +23,8 @@ from common.ensemble import (Ensemble, ensemble, fit_member, join_histories, mea
                              members_of, validation_record, vote, write_training_record)
 from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
-from common.plotting import plot_confusion_matrix, plot_member_histories
+from common.plotting import (new_figure, plot_confusion_matrix, plot_curves, plot_member_histories,
+                             plot_scatter_fit, save_figure)
 from common.schedules import warmup_linear_decay
 from common.progress import progress
 from common.seeding import device_rng_state, seed_everything, set_device_rng_state
@@ -558,6 +559,95 @@ def test_plots_are_written_as_png(tmp_path):
     plot_confusion_matrix(torch.tensor([[5, 1], [2, 7]]).numpy(), ["a", "b"], tmp_path / "cm.png")
     for name in ("curves.png", "cm.png"):
         assert_drawn(tmp_path / name)
+
+
+def test_member_histories_draw_each_metric_train_solid_and_validation_dashed(tmp_path, monkeypatch):
+    import common.plotting
+    figures = capture_figures(monkeypatch, common.plotting)
+    first = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "train_acc": [0.5, 0.7], "val_acc": [0.4, 0.6]}
+    second = {"epoch": [1, 2], "train_loss": [0.9, 0.4], "train_acc": [0.6, 0.8]}  # no validation
+    plot_member_histories([first, second], ["loss", "acc"], tmp_path / "curves.png", title="two members")
+    fig = figures["curves.png"]
+    assert fig._suptitle.get_text() == "two members" and len(fig.axes) == 2
+    assert tuple(fig.get_size_inches()) == (11.0, 4.2)  # two panels of 5.5 x 4.2
+    loss, acc = fig.axes
+    assert [line.get_label() for line in loss.lines] == ["member 1 train", "member 1 val", "member 2 train"]
+    assert [line.get_linestyle() for line in loss.lines] == ["-", "--", "-"]
+    assert all(line.get_marker() == "." and list(line.get_xdata()) == [1, 2] for line in loss.lines)
+    assert [list(line.get_ydata()) for line in acc.lines] == [[0.5, 0.7], [0.4, 0.6], [0.6, 0.8]]
+    assert (loss.get_xlabel(), loss.get_ylabel(), acc.get_ylabel()) == ("epoch", "loss", "acc")
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["member 1 train", "member 1 val", "member 2 train"]
+    assert loss.xaxis.get_major_locator()._integer and loss.get_yscale() == "linear"
+    assert all(line.get_visible() for line in loss.get_xgridlines())
+    plot_member_histories([first], ["loss"], tmp_path / "one.png")
+    assert [line.get_label() for line in figures["one.png"].axes[0].lines] == ["train", "val"]  # one run: no member
+    assert figures["one.png"]._suptitle is None
+
+
+def test_curves_can_use_a_log_scale_and_panels_come_as_a_grid():
+    fig, axes = new_figure(1, 3, panel_size=(2.0, 3.0))
+    assert axes.shape == (3, 1) and tuple(fig.get_size_inches()) == (2.0, 9.0)
+    plot_curves(axes[0, 0], {"epoch": [1, 2], "train_loss": [1.0, 0.1]}, "loss", log=True, label="run a ")
+    assert axes[0, 0].get_yscale() == "log" and axes[0, 0].lines[0].get_label() == "run a train"
+    fig, axes = new_figure()
+    assert axes.shape == (1, 1) and tuple(fig.get_size_inches()) == (5.5, 4.2)
+
+
+def test_a_saved_figure_is_a_150_dpi_png_laid_out_tightly_and_closed(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.image import imread
+    fig, axes = new_figure(panel_size=(2.0, 1.0))
+    axes[0, 0].plot([0, 1], [0, 1])
+    left = fig.subplotpars.left
+    save_figure(fig, tmp_path / "tight.png")
+    assert imread(tmp_path / "tight.png").shape[:2] == (150, 300) and not plt.fignum_exists(fig.number)
+    assert fig.subplotpars.left != left  # tight_layout moved the panel's edge
+    constrained = plt.figure(figsize=(2.0, 1.0), layout="constrained")
+    save_figure(constrained, tmp_path / "constrained.png")
+    assert type(constrained.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # kept, not made tight
+
+
+def test_scatter_fit_thins_the_points_and_draws_each_curve_sorted():
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    x = np.arange(5000.0)
+    plot_scatter_fit(ax, x, 2 * x, {"fit": (np.array([[3.0], [1.0], [2.0]]), np.array([30.0, 10.0, 20.0]))},
+                     points_label="points")
+    points = ax.collections[0]
+    assert points.get_offsets().shape == (2500, 2) and points.get_offsets()[1].tolist() == [2.0, 4.0]
+    assert points.get_sizes().tolist() == [6] and points.get_alpha() == 0.35 and points.get_label() == "points"
+    assert points.get_facecolor()[0][:3].tolist() == pytest.approx([0.5019, 0.5019, 0.5019], abs=1e-3)  # gray
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [1.0, 2.0, 3.0] and list(line.get_ydata()) == [10.0, 20.0, 30.0]
+    assert line.get_linewidth() == 2 and line.get_label() == "fit"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "y") and ax.get_legend() is not None
+    few = new_figure()[1][0, 0]
+    plot_scatter_fit(few, np.arange(10.0), np.arange(10.0), {}, max_points=3)
+    assert few.collections[0].get_offsets().shape == (4, 2) and few.collections[0].get_label() == "data"
+    plot_scatter_fit(few, np.arange(3.0), np.arange(3.0), {})
+    assert few.collections[1].get_offsets().shape == (3, 2)  # fewer points than the cap: all of them
+
+
+def test_confusion_matrix_shows_row_rates_as_percentages(tmp_path, monkeypatch):
+    import common.plotting
+    figures = capture_figures(monkeypatch, common.plotting)
+    plot_confusion_matrix(np.array([[5, 1], [2, 7]]), ["a", "b"], tmp_path / "cm.png", title="test split")
+    fig = figures["cm.png"]
+    ax = fig.axes[0]
+    assert tuple(fig.get_size_inches()) == (5.0, 4.0)  # at least 4 inches square, plus the colour bar
+    image = ax.images[0]
+    assert np.asarray(image.get_array()).ravel().tolist() == pytest.approx([5 / 6, 1 / 6, 2 / 9, 7 / 9])
+    assert image.get_clim() == (0, 1) and image.get_cmap().name == "Blues"
+    assert [(t.get_text(), t.get_color()) for t in ax.texts] == [("83", "white"), ("17", "black"),
+                                                                  ("22", "black"), ("78", "white")]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"] and ax.get_xticklabels()[0].get_rotation() == 45
+    assert ax.get_xticklabels()[0].get_horizontalalignment() == "right"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("predicted", "true", "test split")
+    assert fig.axes[1].get_ylabel() == "fraction of true class"
+    plot_confusion_matrix(np.zeros((10, 10)), [str(i) for i in range(10)], tmp_path / "ten.png")
+    assert tuple(figures["ten.png"].get_size_inches()) == (9.0, 8.0) and figures["ten.png"].axes[0].get_title() == ""
+    assert figures["ten.png"].axes[0].images[0].get_array().max() == 0  # an empty row is 0, not nan
 
 
 class FixedLogits(nn.Module):

@@ -56,6 +56,7 @@ def hw3_run(cifar_jpeg_dir, tmp_path, monkeypatch, capsys):
     return cifar_jpeg_dir, out
 
 
+@pytest.mark.script
 def test_hw3_train_checks_the_test_split_before_writing_anything(hw3_run, tmp_path, monkeypatch, capsys):
     data_dir, out = hw3_run
     before = snapshot(out)
@@ -74,6 +75,7 @@ def test_hw3_train_checks_the_test_split_before_writing_anything(hw3_run, tmp_pa
     assert snapshot(out) == before
 
 
+@pytest.mark.script
 def test_hw3_interrupted_test_pass_leaves_the_previous_results(hw3_run, monkeypatch, capsys):
     data_dir, out = hw3_run
     before = {name: data for name, data in snapshot(out).items() if not name.startswith("train_state")}
@@ -88,6 +90,7 @@ def test_hw3_interrupted_test_pass_leaves_the_previous_results(hw3_run, monkeypa
     assert after == before  # the staged files of the interrupted run never landed
 
 
+@pytest.mark.script
 def test_hw4_train_checks_the_test_split_before_writing_anything(imdb_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     status, _, err = run_main(monkeypatch, capsys, hw4.train.main, "--data-dir", imdb_dir, "--out-dir", out,
@@ -103,6 +106,7 @@ def test_hw4_train_checks_the_test_split_before_writing_anything(imdb_dir, tmp_p
 
 
 # --- eval scripts write beside a run, never over it --------------------------------------------------
+@pytest.mark.script
 def test_hw3_eval_writes_a_folder_of_its_own_and_a_failed_eval_changes_nothing(hw3_run, tmp_path, monkeypatch,
                                                                                capsys):
     data_dir, out = hw3_run
@@ -125,6 +129,7 @@ def test_hw3_eval_writes_a_folder_of_its_own_and_a_failed_eval_changes_nothing(h
     assert snapshot(out) == before
 
 
+@pytest.mark.script
 def test_hw4_eval_writes_a_folder_of_its_own(imdb_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     assert run_main(monkeypatch, capsys, hw4.train.main, "--data-dir", imdb_dir, "--out-dir", out, *HW4_TINY)[0] == 0
@@ -142,6 +147,7 @@ def test_hw4_eval_writes_a_folder_of_its_own(imdb_dir, tmp_path, monkeypatch, ca
 
 
 # --- bad values and bad data ---------------------------------------------------------------------------
+@pytest.mark.script
 @pytest.mark.parametrize("main, argv", [
     (hw0.q2.main, ["--lr", "nan"]), (hw0.q2.main, ["--alpha", "inf"]), (hw1.q1.main, ["--lrs", "0.1", "nan"]),
     (hw3.train.main, ["--weight-decay", "nan"]), (hw4.train.main, ["--dropout=-inf"]),
@@ -151,6 +157,7 @@ def test_numeric_options_reject_nan_and_infinity(main, argv, monkeypatch, capsys
     assert status == 2 and "must be a finite number" in err and "Traceback" not in err
 
 
+@pytest.mark.script
 def test_course_data_with_nan_is_refused_naming_the_file_and_key(hw0_data_dir, monkeypatch, capsys, tmp_path):
     path = hw0_data_dir / "HW0_data.pt"
     data = torch.load(path)
@@ -184,6 +191,7 @@ def test_a_diverging_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path,
     assert load_checkpoint(spec.path, kind="demo")["epoch"] == 1
 
 
+@pytest.mark.script
 def test_a_diverging_script_exits_with_one_line(monkeypatch, capsys, tmp_path):
     status, _, err = run_main(monkeypatch, capsys, hw0.q2.main, "--lr", "1e30", "--epochs", "2", "--n-train", "500",
                               "--quiet", "--device", "cpu", "--out-dir", tmp_path)
@@ -193,6 +201,7 @@ def test_a_diverging_script_exits_with_one_line(monkeypatch, capsys, tmp_path):
 
 
 # --- output folders, a full disk ----------------------------------------------------------------------
+@pytest.mark.script
 def test_out_dir_that_is_a_file_is_one_line(monkeypatch, capsys, tmp_path):
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
@@ -202,6 +211,7 @@ def test_out_dir_that_is_a_file_is_one_line(monkeypatch, capsys, tmp_path):
     assert status == 2 and "--out-dir" in err and "Traceback" not in err
 
 
+@pytest.mark.script
 def test_an_explanation_figure_that_cannot_be_written_is_refused_before_any_work(monkeypatch, capsys, tmp_path):
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
@@ -213,6 +223,7 @@ def test_an_explanation_figure_that_cannot_be_written_is_refused_before_any_work
         assert status == 2 and f"{tmp_path} is a folder, not a file" in err
 
 
+@pytest.mark.script
 def test_a_full_disk_is_one_line_and_leaves_earlier_results(monkeypatch, capsys, tmp_path):
     argv = ["--epochs", "1", "--n-train", "500", "--quiet", "--device", "cpu", "--out-dir", tmp_path]
     assert run_main(monkeypatch, capsys, hw0.q2.main, *argv)[0] == 0

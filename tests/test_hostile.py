@@ -71,6 +71,7 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.script
 def test_a_cifar_batch_that_would_run_code_is_refused_and_nothing_runs(cifar_batches_dir, tmp_path):
     marker = tmp_path / "pwned"
     folder = cifar_batches_dir / "cifar-10-batches-py"
@@ -110,6 +111,7 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.script
 @pytest.mark.parametrize("name, content", [("bomb.jpg", jpeg_claiming(20000, 20000)),
                                            ("bomb.png", png_claiming(10000, 10000)),
                                            ("huge.jpg", jpeg_claiming(65500, 65500))])
@@ -152,6 +154,7 @@ class Zeros:
         return bytes(n)
 
 
+@pytest.mark.script
 def test_an_archive_member_over_the_review_cap_is_refused_before_extraction(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
 
@@ -255,6 +258,7 @@ def test_the_token_cache_key_holds_the_tokenizer_settings_and_nltk_version():
 
 
 # --- overwrites and temp files --------------------------------------------------------------------
+@pytest.mark.script
 def test_predict_never_writes_its_figure_over_an_input(tmp_path):
     photo = tmp_path / "photo.png"
     photo.write_bytes(encode_png(torch.zeros(3, 32, 32, dtype=torch.uint8)).numpy().tobytes())
@@ -264,11 +268,13 @@ def test_predict_never_writes_its_figure_over_an_input(tmp_path):
     assert photo.read_bytes() == before
 
 
+@pytest.mark.script
 def test_the_explanation_figure_must_be_a_png_before_any_work(tmp_path):
     result = run_script("hw4/predict.py", "fine", "--explain-png", tmp_path / "out.pt")
     assert result.returncode == 2 and "out.pt: the figure is a PNG; give a name ending in .png" in result.stderr
 
 
+@pytest.mark.script
 def test_eval_refuses_a_folder_holding_another_run_unless_forced(tmp_path, cifar_jpeg_dir):
     other = tmp_path / "other_run"
     other.mkdir()
@@ -282,6 +288,7 @@ def test_eval_refuses_a_folder_holding_another_run_unless_forced(tmp_path, cifar
     assert result.returncode == 2 and "test classes ['cat', 'dog', 'ship'] differ" in result.stderr
 
 
+@pytest.mark.script
 def test_train_refuses_another_runs_folder_but_re_runs_its_own(tmp_path, cifar_jpeg_dir):
     """Another run: other options, a forced device or precision other than the record's, or other data."""
     args = ["--data-dir", cifar_jpeg_dir, "--device", "cpu", "--widths", "4", "8", "8", "--epochs", "1",
@@ -321,6 +328,7 @@ def current_umask() -> int:
     return mask
 
 
+@pytest.mark.script
 def test_a_run_that_fails_before_writing_leaves_no_new_folder(tmp_path):
     out = tmp_path / "new" / "results"
     result = run_script("hw3/train.py", "--data-dir", tmp_path / "no_data", "--out-dir", out, "--device", "cpu")
@@ -328,6 +336,7 @@ def test_a_run_that_fails_before_writing_leaves_no_new_folder(tmp_path):
 
 
 # --- long text, and one line where a traceback was ------------------------------------------------
+@pytest.mark.script
 def test_a_huge_review_file_is_refused_in_bounded_memory(tmp_path):
     review = tmp_path / "review.txt"
     with open(review, "wb") as file:
@@ -341,6 +350,7 @@ def test_a_huge_review_file_is_refused_in_bounded_memory(tmp_path):
     assert peak - baseline < 50 * 2**20  # the 200 MB file cost next to nothing
 
 
+@pytest.mark.script
 def test_an_empty_review_is_scored_with_a_warning(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("   \n")
@@ -348,6 +358,7 @@ def test_an_empty_review_is_scored_with_a_warning(tmp_path):
     assert result.returncode == 0 and f"warning: {empty} holds no words" in result.stderr
 
 
+@pytest.mark.script
 def test_a_cache_folder_that_is_a_file_is_one_error(tmp_path, cifar_jpeg_dir):
     (tmp_path / "cache_file").write_text("x")
     result = run_script("hw3/train.py", "--data-dir", cifar_jpeg_dir, "--out-dir", tmp_path / "o", "--device", "cpu",
@@ -355,12 +366,14 @@ def test_a_cache_folder_that_is_a_file_is_one_error(tmp_path, cifar_jpeg_dir):
     assert result.returncode == 2 and "$CSE849_CACHE=" in result.stderr and "a file, not a folder" in result.stderr
 
 
+@pytest.mark.script
 def test_a_stray_rank_without_torchrun_is_one_error(tmp_path, cifar_jpeg_dir):
     result = run_script("hw3/train.py", "--data-dir", cifar_jpeg_dir, "--out-dir", tmp_path / "o", "--device",
                         "cpu", env={"RANK": "0", "WORLD_SIZE": "2"})
     assert result.returncode == 2 and "RANK and WORLD_SIZE are set but MASTER_ADDR" in result.stderr
 
 
+@pytest.mark.script
 @pytest.mark.parametrize("hw, change, message, huge", [  # huge: measured in a child, as it must not allocate
     ("hw4", {"dim": 1_000_000, "heads": 1}, "dim 1-4096", True),
     ("hw4", {"dim": 4096, "heads": 4, "layers": 64}, "parameters, over the 200,000,000", True),
@@ -390,11 +403,13 @@ def test_a_checkpoint_config_asking_for_absurd_sizes_or_wrong_types_is_refused(t
     assert_bounded(seconds, peak)
 
 
+@pytest.mark.script
 def test_top_must_be_positive(tmp_path):
     result = run_script("hw3/predict.py", tmp_path / "x.png", "--top", "-1")
     assert result.returncode == 2 and "--top: must be > 0, got -1" in result.stderr
 
 
+@pytest.mark.script
 def test_predict_says_which_images_it_cannot_read_and_predicts_the_rest(tmp_path):
     from PIL import Image
     red, green = Image.new("RGB", (32, 32), (200, 30, 30)), Image.new("RGB", (40, 20), (30, 200, 30))
@@ -419,6 +434,7 @@ def test_predict_says_which_images_it_cannot_read_and_predicts_the_rest(tmp_path
                             "wrote)\n")
 
 
+@pytest.mark.script
 def test_hw4_predict_reads_byte_order_marks_refuses_binary_and_warns_when_no_word_is_known(tmp_path):
     (tmp_path / "utf16.txt").write_bytes("A wonderful film".encode("utf-16"))  # with its byte-order mark
     (tmp_path / "binary.txt").write_bytes(b"good\x00\x01\x02")
