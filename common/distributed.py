@@ -46,15 +46,15 @@ def setup(device_name: str = "auto") -> torch.device:
     device = select_device(device_name)
     if not launched_by_torchrun() or is_distributed():
         return device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    elif device.type == "mps":
+    if device.type == "mps":
         raise UserError("torchrun on mps is not supported; use --device cpu")
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK") if name not in os.environ]
     if missing:  # RANK and WORLD_SIZE left in the environment, but no torchrun around this process
         raise UserError(f"RANK and WORLD_SIZE are set but {', '.join(missing)} are not: start the script with "
                         "torchrun, or unset RANK and WORLD_SIZE to run as one process")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
 

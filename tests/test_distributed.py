@@ -251,6 +251,31 @@ def test_a_stray_rank_in_the_environment_is_a_clear_error_and_a_joined_group_is_
     assert distributed.setup("cpu") == CPU and fake.calls == []
 
 
+def test_setup_picks_the_device_automatically_by_default(monkeypatch):
+    asked = []
+    monkeypatch.setattr(distributed, "select_device", lambda name: asked.append(name) or CPU)
+    assert distributed.setup() == CPU and asked == ["auto"]
+
+
+def test_the_global_batch_splits_into_whole_per_process_batches(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    size = distributed.per_rank_batch_size(256)
+    assert size == 64 and isinstance(size, int)
+
+
+def test_unwrap_takes_the_model_out_of_its_ddp_wrapper(monkeypatch):
+    class FakeDDP(nn.Module):
+        def __init__(self, module, device_ids):
+            super().__init__()
+            self.module, self.device_ids = module, device_ids
+    monkeypatch.setattr(distributed, "DistributedDataParallel", FakeDDP)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    model = nn.Linear(2, 2)
+    wrapped = distributed.wrap(model, CPU)
+    assert isinstance(wrapped, FakeDDP) and wrapped.module is model and distributed.unwrap(wrapped) is model
+    assert distributed.unwrap(model) is model
+
+
 def test_under_a_process_group_the_helpers_use_it(monkeypatch):
     fake = FakeDist(rank=1, world=2)
     monkeypatch.setattr(distributed, "dist", fake)
@@ -283,3 +308,10 @@ def test_the_recorded_command_names_torchrun_and_its_processes(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr("sys.argv", ["hw3/train.py", "--epochs", "2", "--out-dir", "runs/a b"])
     assert distributed.launch_command("hw3/train.py") == "torchrun --nproc_per_node=2 hw3/train.py --epochs 2 --out-dir 'runs/a b'"
+
+
+def test_the_recorded_command_leaves_arguments_that_are_not_absolute_paths_as_typed(monkeypatch):
+    from tests.conftest import ROOT
+    monkeypatch.chdir(ROOT / "hw3")  # started from inside a homework folder
+    monkeypatch.setattr("sys.argv", ["train.py", "--lr", "0.1", "--data-dir", str(ROOT / "data")])
+    assert distributed.launch_command("hw3/train.py") == "python hw3/train.py --lr 0.1 --data-dir data"

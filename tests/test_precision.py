@@ -1,13 +1,16 @@
 """--precision auto: bf16 only where the hardware runs it natively; the machine record; the throughput
 benchmark's FLOP counts against hand counts, and its tiny mode."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from benchmarks.throughput import Workload, flops_per_sample, hw4_workload
 from benchmarks.throughput import main as bench_main
-from common.device import autocast, gradient_scaler, machine_record, resolve_precision
+from common.device import (autocast, bf16_units, describe_machine, gradient_scaler, machine_class, machine_record,
+                           native_bf16, processor_name, report_machine, resolve_precision, select_device)
 from common.errors import UserError
 from hw4.model import TransformerClassifier
 from tests.conftest import run_script
@@ -126,6 +129,7 @@ def test_flop_count_of_a_small_encoder_matches_a_hand_count():
     assert flops_per_sample(work) == 3 * (projections + head) + 3.5 * attention
 
 
+@pytest.mark.script
 def test_benchmark_runs_in_tiny_mode(tmp_path, monkeypatch, capsys):
     import json
     import sys
@@ -142,6 +146,7 @@ def test_benchmark_runs_in_tiny_mode(tmp_path, monkeypatch, capsys):
             row["fp32_samples_per_second"] / row[f"{auto}_samples_per_second"])
 
 
+@pytest.mark.script
 def test_hw3_profile_times_every_phase_of_the_default_and_scales_them_to_the_run(tmp_path, cifar_jpeg_dir):
     import json
     result = run_script("benchmarks/profile_hw3.py", "--data-dir", cifar_jpeg_dir, "--limit", "60", "--steps", "2",
@@ -160,3 +165,87 @@ def test_hw3_profile_times_every_phase_of_the_default_and_scales_them_to_the_run
 def test_hw4_workload_has_the_default_model_size():
     work = hw4_workload(tiny=False, tokens=256)
     assert work.inputs.shape == (32, 256) and len(work.model.blocks) == 2 and work.model.dim == 128
+
+
+def test_the_machine_class_names_the_gpu_or_the_cpu_and_its_bf16_units(monkeypatch):
+    fake_cuda(monkeypatch, bf16=True)
+    names = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names.append(device) or "Fake GPU")
+    record = machine_record(torch.device("cuda", 1), "auto")
+    assert (record["machine_class"], record["gpu"], record["device"]) == ("Fake GPU", "Fake GPU", "cuda:1")
+    assert record["precision"] == "bf16" and record["precision_reason"] == "Fake GPU has native bf16"
+    assert set(names) == {torch.device("cuda", 1)}  # every name asked of the run's own GPU
+    assert machine_class(torch.device("mps")) == f"{processor_name()} (mps)"
+    fake_cpu(monkeypatch, amx=True, avx512_bf16=False)
+    assert bf16_units() == ["AMX"] and ", AMX, capability AVX512, " in machine_class(CPU)
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=True)
+    assert bf16_units() == ["AVX-512 BF16"] and native_bf16(CPU) == (True, "this CPU has native bf16 (AVX-512 BF16)")
+    fake_cpu(monkeypatch, amx=True, avx512_bf16=True)
+    assert native_bf16(CPU) == (True, "this CPU has native bf16 (AMX and AVX-512 BF16)")
+    for capped in ("DEFAULT", "AVX2", "NO AVX"):
+        fake_cpu(monkeypatch, amx=True, avx512_bf16=True, capability=capped)
+        assert native_bf16(CPU) == (False, f"PyTorch's CPU kernels run at capability {capped}, where bf16 is emulated")
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=False, capability="AVX512")
+    assert native_bf16(CPU) == (False, "this CPU has no native bf16 (capability AVX512); bf16 would be emulated")
+    assert native_bf16(torch.device("mps")) == (False, "bf16 autocast is not used on mps")
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), "fp16"), ((6, 1), "fp32")])
+def test_a_gpu_without_native_bf16_gets_fp16_from_volta_on(monkeypatch, capability, expected):
+    fake_cuda(monkeypatch, bf16=False, capability=capability)
+    emulation = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: emulation.append(including_emulation))
+    precision, reason = resolve_precision("auto", torch.device("cuda", 0))
+    assert emulation == [False] and precision == expected
+    assert reason == "Fake GPU has no native bf16" + ("; fp16 tensor cores with a gradient scaler instead"
+                                                      if expected == "fp16" else "")
+
+
+def test_the_processor_name_comes_from_cpuinfo_or_platform(monkeypatch, tmp_path):
+    import common.device as device
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_bytes(b"processor\t: 0\nvendor\t: \xff\nmodel name\t: Vendor CPU @ 2.0GHz: rev 1 \nmodel name\t: other\n")
+    monkeypatch.setattr(device, "Path", lambda name: cpuinfo if name == "/proc/cpuinfo" else Path(name))
+    assert device.processor_name() == "Vendor CPU @ 2.0GHz: rev 1"
+    monkeypatch.setattr(device, "Path", lambda name: tmp_path / "absent")
+    monkeypatch.setattr(device.platform, "processor", lambda: "")
+    monkeypatch.setattr(device.platform, "machine", lambda: "arm64")
+    assert device.processor_name() == "arm64"
+    monkeypatch.setattr(device.platform, "processor", lambda: "i386")
+    assert device.processor_name() == "i386"
+
+
+def test_the_run_prints_its_machine_first_and_warns_of_fp16_on_a_cpu(monkeypatch, capsys):
+    fake_cpu(monkeypatch, amx=False, avx512_bf16=False, capability="AVX2")
+    record = report_machine(CPU, "fp16")
+    out, err = capsys.readouterr()
+    assert out == describe_machine(record) + "\n" == (
+        f"device cpu ({record['cpu']}, capability AVX2), {torch.get_num_threads()} threads, torch {torch.__version__}\n"
+        "precision fp16: forced by --precision\n")
+    assert err == ("warning: fp16 on a CPU is emulated: a small conv net ran 20x slower than in fp32 on an AVX2-only "
+                   "CPU. fp16 is meant for older GPUs; --precision auto picks the fastest here\n")
+    assert report_machine(CPU, "fp16", show=False) == record and capsys.readouterr() == ("", "")
+    gpu = {**record, "gpu": "Fake GPU", "device": "cuda:0"}
+    assert describe_machine(gpu).startswith(f"device cuda:0 (Fake GPU), {torch.get_num_threads()} threads")
+
+
+def test_mps_runs_bf16_requests_in_fp32_and_the_scaler_is_for_the_runs_device():
+    import contextlib
+    assert isinstance(autocast(torch.device("mps"), "bf16"), contextlib.nullcontext)
+    assert isinstance(autocast(CPU, "fp32"), contextlib.nullcontext)
+    assert gradient_scaler(CPU, "fp16")._device == "cpu" and gradient_scaler(CPU, "bf16") is None
+
+
+def test_the_device_is_chosen_automatically_by_default(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device() == torch.device("mps")
+    with pytest.raises(UserError, match=r"^unknown device 'tpu'; choose auto, cpu, cuda or mps$"):
+        select_device("tpu")
+    with pytest.raises(UserError, match=r"^--device cuda: no cuda device is available here; use --device auto$"):
+        select_device("cuda")
+    with pytest.raises(UserError, match=r"^unknown precision 'fp8'; choose auto, bf16, fp16, fp32$"):
+        resolve_precision("fp8", CPU)
+    assert resolve_precision("auto", torch.device("mps")) == (
+        "fp32", "mps: bf16 autocast is not used there, and fp16 has not been checked with these models "
+                "(--precision fp16 tries it)")
