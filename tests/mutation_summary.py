@@ -50,6 +50,16 @@ EQUIVALENT = {
     "common.text.x_tokenize_corpus__mutmut_47": "tokens hold no whitespace, so splitting on any whitespace is "
                                                 "splitting on newlines",
     **{f"common.text.x_tokenize_corpus__mutmut_{n}": INT64 for n in (88, 90)},
+    "common.plotting.x_new_figure__mutmut_6": "squeeze=None is falsy: the axes stay a 2-D array",
+    **{f"common.plotting.x_plot_confusion_matrix__mutmut_{n}": "dividing integer counts by integer sums gives "
+       "float rates in NumPy anyway" for n in (4, 6)},
+    **{f"common.plotting.x_plot_confusion_matrix__mutmut_{n}": "without the image or axes, the colour bar takes "
+       "the current ones, which are these" for n in (51, 52, 57)},
+    "common.plotting.x_plot_scatter_fit__mutmut_29": "matplotlib reads colour names without regard to case",
+    **{f"common.device.x_report_machine__mutmut_{n}": FLUSH for n in (8, 10, 12, 24, 27, 34)},
+    "common.distributed.x_setup__mutmut_33": "torch.device(n) with an integer is the n-th CUDA device",
+    "common.distributed.x_shard__mutmut_12": ("repeating the order once more than needed and cutting it to the "
+                                              "same length gives the same items"),
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
 }

@@ -578,7 +578,7 @@ def test_member_histories_draw_each_metric_train_solid_and_validation_dashed(tmp
     assert (loss.get_xlabel(), loss.get_ylabel(), acc.get_ylabel()) == ("epoch", "loss", "acc")
     assert [t.get_text() for t in loss.get_legend().get_texts()] == ["member 1 train", "member 1 val", "member 2 train"]
     assert loss.xaxis.get_major_locator()._integer and loss.get_yscale() == "linear"
-    assert all(line.get_visible() for line in loss.get_xgridlines())
+    assert all(line.get_visible() and line.get_alpha() == 0.3 for line in loss.get_xgridlines())
     plot_member_histories([first], ["loss"], tmp_path / "one.png")
     assert [line.get_label() for line in figures["one.png"].axes[0].lines] == ["train", "val"]  # one run: no member
     assert figures["one.png"]._suptitle is None
@@ -589,6 +589,8 @@ def test_curves_can_use_a_log_scale_and_panels_come_as_a_grid():
     assert axes.shape == (3, 1) and tuple(fig.get_size_inches()) == (2.0, 9.0)
     plot_curves(axes[0, 0], {"epoch": [1, 2], "train_loss": [1.0, 0.1]}, "loss", log=True, label="run a ")
     assert axes[0, 0].get_yscale() == "log" and axes[0, 0].lines[0].get_label() == "run a train"
+    plot_curves(axes[1, 0], {"epoch": [1, 2], "train_loss": [1.0, 0.1]}, "loss")
+    assert axes[1, 0].lines[0].get_label() == "train"
     fig, axes = new_figure()
     assert axes.shape == (1, 1) and tuple(fig.get_size_inches()) == (5.5, 4.2)
 
@@ -599,8 +601,11 @@ def test_a_saved_figure_is_a_150_dpi_png_laid_out_tightly_and_closed(tmp_path):
     fig, axes = new_figure(panel_size=(2.0, 1.0))
     axes[0, 0].plot([0, 1], [0, 1])
     left = fig.subplotpars.left
+    later = new_figure()[0]  # the current figure now: saving `fig` must close `fig`, not this one
     save_figure(fig, tmp_path / "tight.png")
     assert imread(tmp_path / "tight.png").shape[:2] == (150, 300) and not plt.fignum_exists(fig.number)
+    assert plt.fignum_exists(later.number)
+    plt.close(later)
     assert fig.subplotpars.left != left  # tight_layout moved the panel's edge
     constrained = plt.figure(figsize=(2.0, 1.0), layout="constrained")
     save_figure(constrained, tmp_path / "constrained.png")
@@ -610,17 +615,18 @@ def test_a_saved_figure_is_a_150_dpi_png_laid_out_tightly_and_closed(tmp_path):
 def test_scatter_fit_thins_the_points_and_draws_each_curve_sorted():
     fig, axes = new_figure()
     ax = axes[0, 0]
-    x = np.arange(5000.0)
+    x = np.arange(4000.0)
     plot_scatter_fit(ax, x, 2 * x, {"fit": (np.array([[3.0], [1.0], [2.0]]), np.array([30.0, 10.0, 20.0]))},
                      points_label="points")
     points = ax.collections[0]
-    assert points.get_offsets().shape == (2500, 2) and points.get_offsets()[1].tolist() == [2.0, 4.0]
+    assert points.get_offsets().shape == (2000, 2) and points.get_offsets()[1].tolist() == [2.0, 4.0]  # 2,000 at most
     assert points.get_sizes().tolist() == [6] and points.get_alpha() == 0.35 and points.get_label() == "points"
     assert points.get_facecolor()[0][:3].tolist() == pytest.approx([0.5019, 0.5019, 0.5019], abs=1e-3)  # gray
     (line,) = ax.lines
     assert list(line.get_xdata()) == [1.0, 2.0, 3.0] and list(line.get_ydata()) == [10.0, 20.0, 30.0]
     assert line.get_linewidth() == 2 and line.get_label() == "fit"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "y") and ax.get_legend() is not None
+    assert all(line.get_alpha() == 0.3 for line in ax.get_ygridlines())
     few = new_figure()[1][0, 0]
     plot_scatter_fit(few, np.arange(10.0), np.arange(10.0), {}, max_points=3)
     assert few.collections[0].get_offsets().shape == (4, 2) and few.collections[0].get_label() == "data"
@@ -645,6 +651,16 @@ def test_confusion_matrix_shows_row_rates_as_percentages(tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("predicted", "true", "test split")
     assert fig.axes[1].get_ylabel() == "fraction of true class"
+    assert all(t.get_fontsize() == 8 and (t.get_ha(), t.get_va()) == ("center", "center") for t in ax.texts)
+    colour_bar = image.colorbar.ax
+    assert colour_bar is fig.axes[1]
+    fig.canvas.draw()
+    matrix, bar = ax.get_window_extent(), colour_bar.get_window_extent()
+    assert bar.height / matrix.height == pytest.approx(1.0, abs=0.005)  # as tall as the matrix (fraction 0.046)
+    assert 0 < bar.x0 - matrix.x1 < 18  # close beside it (pad 0.04)
+    plot_confusion_matrix(np.array([[1, 0], [1, 1]]), ["a", "b"], tmp_path / "small.png")
+    assert [(t.get_text(), t.get_color()) for t in figures["small.png"].axes[0].texts] == [
+        ("100", "white"), ("0", "black"), ("50", "black"), ("50", "black")]  # half is not more than half
     plot_confusion_matrix(np.zeros((10, 10)), [str(i) for i in range(10)], tmp_path / "ten.png")
     assert tuple(figures["ten.png"].get_size_inches()) == (9.0, 8.0) and figures["ten.png"].axes[0].get_title() == ""
     assert figures["ten.png"].axes[0].images[0].get_array().max() == 0  # an empty row is 0, not nan

@@ -193,10 +193,12 @@ def test_the_machine_class_names_the_gpu_or_the_cpu_and_its_bf16_units(monkeypat
 @pytest.mark.parametrize("capability, expected", [((7, 0), "fp16"), ((6, 1), "fp32")])
 def test_a_gpu_without_native_bf16_gets_fp16_from_volta_on(monkeypatch, capability, expected):
     fake_cuda(monkeypatch, bf16=False, capability=capability)
-    emulation = []
+    emulation, asked = [], []
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: emulation.append(including_emulation))
-    precision, reason = resolve_precision("auto", torch.device("cuda", 0))
-    assert emulation == [False] and precision == expected
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: asked.append(device) or "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    precision, reason = resolve_precision("auto", torch.device("cuda", 1))
+    assert emulation == [False] and precision == expected and set(asked) == {torch.device("cuda", 1)}
     assert reason == "Fake GPU has no native bf16" + ("; fp16 tensor cores with a gradient scaler instead"
                                                       if expected == "fp16" else "")
 
