@@ -2,6 +2,7 @@
 every documented command is safe to type, and the options the README promises are the scripts' own."""
 
 import argparse
+import importlib
 import json
 import re
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from common.cli import HelpWithDefaults
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_main, run_script
 
 READMES = ["README.md", "RUNNING.md",
            "hw0/README.md", "hw1/README.md", "hw2/README.md", "hw3/README.md", "hw4/README.md",
@@ -195,6 +196,7 @@ def committed(pattern: str) -> list[str]:
                           check=True).stdout.split()
 
 
+@pytest.mark.script
 def test_data_and_the_environment_stay_out_of_git_even_as_symlinks():
     ignored = subprocess.run(["git", "check-ignore", "--no-index", "data", ".venv", "data/x.pt", ".venv/bin/python"],
                              cwd=ROOT, capture_output=True, text=True).stdout.split()
@@ -333,10 +335,11 @@ def test_every_numeric_option_checks_its_range_and_its_default_lies_in_it(option
     ("hw2/train.py", ["--momentum", "1"], "--momentum: must be >= 0 and < 1"),
     ("hw0/q2.py", ["--model-seed", "-1"], "--model-seed: must be >= 0"),
 ])
-def test_a_bad_option_value_is_one_error_line_before_any_work(script, args, message, tmp_path):
-    result = run_script(script, *args, "--out-dir", tmp_path / "out")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert message in result.stderr.splitlines()[-1] and "error: " in result.stderr.splitlines()[-1]
+def test_a_bad_option_value_is_one_error_line_before_any_work(script, args, message, tmp_path, monkeypatch, capsys):
+    main = importlib.import_module(script.removesuffix(".py").replace("/", ".")).main
+    status, _, err = run_main(monkeypatch, capsys, main, *args, "--out-dir", tmp_path / "out")
+    assert status == 2 and "Traceback" not in err, err
+    assert message in err.splitlines()[-1] and "error: " in err.splitlines()[-1]
     assert not (tmp_path / "out").exists()
 
 
@@ -364,6 +367,7 @@ def test_default_paths_are_shown_relative_to_the_repository(options):
         assert shown and all(path.startswith(script.split("/")[0] + "/results") for path in shown), shown
 
 
+@pytest.mark.script
 def test_default_paths_resolve_against_the_repository_from_any_folder(tmp_path, monkeypatch):
     from torchvision.io import encode_png
     monkeypatch.chdir(tmp_path)
@@ -373,6 +377,7 @@ def test_default_paths_resolve_against_the_repository_from_any_folder(tmp_path, 
     assert not (tmp_path / "hw3").exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.script
 def test_run_all_leaves_a_terminal_to_the_script_and_reads_errors_elsewhere(tmp_path, monkeypatch, capfd):
     """On a terminal the script's stderr is the terminal (progress bars need one); in a log run_all reads
     it through, echoing it and quoting its error line in the summary."""
@@ -413,6 +418,7 @@ def test_the_mutation_summary_counts_each_outcome_and_keeps_the_other_modules_ro
     assert not summary.has_functions("common/classes.py") and summary.has_functions("common/functions.py")
 
 
+@pytest.mark.script
 def test_run_all_has_help_and_runs_one_homework():
     result = subprocess.run([sys.executable, "run_all.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "--only" in result.stdout
