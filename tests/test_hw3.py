@@ -448,3 +448,58 @@ def test_predict_explains_the_top_class_and_names_unreadable_images(tmp_path, mo
     fig = figures["why.png"]
     assert len(fig.axes) == 3 and fig.axes[0].get_title().startswith(f"{tmp_path.name}/good.png: ")
     assert fig.axes[1].get_title() == "integrated gradients"
+
+
+# --- augmentation and batches, unit by unit --------------------------------------------------------
+def test_augmentation_follows_its_generator_alone():
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8).float()
+    for augment in (lambda g: random_flip(images, g), lambda g: random_crop(images, 2, g)):
+        torch.manual_seed(1)
+        first = augment(torch.Generator().manual_seed(5))
+        torch.manual_seed(2)  # another global state: the result must not change
+        assert torch.equal(first, augment(torch.Generator().manual_seed(5)))
+
+
+def test_pixels_are_scaled_by_255_before_normalising():
+    white = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    assert torch.equal(normalize(white, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]), torch.ones(1, 3, 2, 2))
+    mean, std = channel_stats(torch.stack([white[0], torch.zeros(3, 2, 2, dtype=torch.uint8)]))
+    assert mean == [0.5] * 3 and std == pytest.approx([(8 / 7 * 0.25) ** 0.5] * 3, rel=1e-6)  # 8 pixels, n - 1
+
+
+def test_cifar_batches_default_to_seed_0_padding_4_one_process_and_epoch_0(monkeypatch):
+    import common.cifar
+    images, labels = cifar_images(40, seed=0)
+    data = ImageSet(images, labels, list(CIFAR_CLASSES))
+    stats = dict(mean=[0.5] * 3, std=[0.25] * 3)
+    monkeypatch.setattr(common.cifar, "shard", lambda order, pad: pytest.fail("sharded without being asked"))
+    default = [x for x, _ in CifarBatches(data, batch_size=8, train=True, **stats)]
+    explicit = CifarBatches(data, batch_size=8, train=True, seed=0, crop_padding=4, flip="random", **stats)
+    explicit.set_epoch(0)
+    assert all(torch.equal(a, b) for a, b in zip(default, (x for x, _ in explicit)))
+    assert data.subset(torch.tensor([0, 1])).classes == list(CIFAR_CLASSES)
+    with pytest.raises(UserError, match=r"^unknown flip 'sometimes'; choose random, alternate$"):
+        CifarBatches(data, batch_size=8, train=True, flip="sometimes", **stats)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_cifar_batches_are_sharded_only_when_asked_with_padding_for_training(monkeypatch, train):
+    import common.cifar
+    calls = []
+    monkeypatch.setattr(common.cifar, "shard", lambda order, pad: calls.append(pad) or order[::2])
+    images, labels = cifar_images(10, seed=0)
+    data, stats = ImageSet(images, labels, list(CIFAR_CLASSES)), dict(mean=[0.5] * 3, std=[0.25] * 3)
+    sharded = CifarBatches(data, batch_size=4, train=train, shard=True, **stats)
+    assert sum(len(y) for _, y in sharded) == 5 and calls[-1] is train
+    calls.clear()
+    assert sum(len(y) for _, y in CifarBatches(data, batch_size=4, train=train, **stats)) == 10 and calls == []
+
+
+def test_cifar_batches_augment_from_their_own_seed_whatever_the_global_random_state():
+    images, labels = cifar_images(24, seed=1)
+    data, stats = ImageSet(images, labels, list(CIFAR_CLASSES)), dict(mean=[0.5] * 3, std=[0.25] * 3)
+    torch.manual_seed(1)
+    first = [x for x, _ in CifarBatches(data, batch_size=8, train=True, seed=3, **stats)]
+    torch.manual_seed(2)
+    again = [x for x, _ in CifarBatches(data, batch_size=8, train=True, seed=3, **stats)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
