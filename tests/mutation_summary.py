@@ -22,6 +22,8 @@ INT64 = "NumPy 2 and torch make Python ints int64 by default, and the batch they
 STABLE = "NumPy reads a sort kind without regard to case ('STABLE' is 'stable')"
 CACHE_KEY = ("the cache key stays a function of the tokenizer settings and every text, each text ended by a "
              "separator: only the cache file's name changes")
+HALF = ("a float32 uniform draw is exactly 0.5 with probability 2**-24, so < 0.5 and <= 0.5 mirror the same "
+        "images in any test of practical size")
 ON_THE_CPU = ("on the CPU, `.to(None)`, `.to(device)` without non_blocking and a tensor made without `device=` "
               "are the same tensor")
 MPS_SUMS = "only an MPS device (no float64) sums the epoch's totals in float32"
@@ -60,6 +62,19 @@ EQUIVALENT = {
     "common.distributed.x_setup__mutmut_33": "torch.device(n) with an integer is the n-th CUDA device",
     "common.distributed.x_shard__mutmut_12": ("repeating the order once more than needed and cutting it to the "
                                               "same length gives the same items"),
+    **{f"common.cifar.x_random_crop__mutmut_{n}": ON_THE_CPU for n in (14, 29, 46, 48, 52, 54, 57, 59, 62, 64)},
+    **{f"common.cifar.x_random_crop__mutmut_{n}": "torch.randint(n, size) draws from [0, n) as randint(0, n, size) "
+       "does" for n in (19, 34)},
+    **{f"common.cifar.x_normalize__mutmut_{n}": ON_THE_CPU for n in (11, 13, 28, 30)},
+    **{f"common.cifar.x_normalize__mutmut_{n}": "a (3, 1, 1) view broadcasts over the batch as (1, 3, 1, 1) does"
+       for n in (6, 23)},
+    "common.cifar.x_flip_where__mutmut_7": ON_THE_CPU,
+    **{f"common.cifar.xǁCifarBatchesǁ__init____mutmut_{n}": ON_THE_CPU for n in (14, 17, 18)},
+    "common.cifar.xǁCifarBatchesǁ__iter____mutmut_36": ON_THE_CPU,
+    **{f"common.cifar.xǁCifarBatchesǁ__iter____mutmut_{n}": ("any of these formulas gives each seed, epoch and "
+       "process a stream of its own") for n in (2, 4, 12, 14)},
+    "common.cifar.x_random_flip__mutmut_9": HALF,
+    "common.cifar.xǁCifarBatchesǁ__iter____mutmut_24": HALF,
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
 }
