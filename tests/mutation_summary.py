@@ -75,6 +75,26 @@ EQUIVALENT = {
        "process a stream of its own") for n in (2, 4, 12, 14)},
     "common.cifar.x_random_flip__mutmut_9": HALF,
     "common.cifar.xǁCifarBatchesǁ__iter____mutmut_24": HALF,
+    **{f"common.imdb.x__download__mutmut_{n}": "the temporary file's name changes; it is renamed or removed either way"
+       for n in (7, 8)},
+    **{f"common.imdb.x__download__mutmut_{n}": ("nothing can fail between this assignment and made_for_download's, so "
+       "its value is never read") for n in (9, 10)},
+    **{f"common.imdb.x__download__mutmut_{n}": FLUSH for n in (14, 16, 17)},
+    **{f"common.imdb.x__download__mutmut_{n}": "HTTP header names are read without regard to case" for n in (36, 37)},
+    "common.imdb.x__download__mutmut_39": "any negative length means 'not sent'",
+    **{f"common.imdb.x__extract__mutmut_{n}": "the SHA256 of a file is the same whatever size of blocks it is read in"
+       for n in (13, 15, 16)},
+    "common.imdb.x__extract__mutmut_22": "only the cache folder's name changes: it is still one folder per archive content",
+    "common.imdb.x__extract__mutmut_90": "a UserError is raised only before extraction starts, when the folder does "
+                                         "not exist yet",
+    "common.imdb.x_find_imdb__mutmut_19": "globbing a folder that does not exist finds nothing",
+    "common.imdb.x_find_imdb__mutmut_39": "download=None is falsy, as False is",
+    **{f"common.imdb.x_read_review_file__mutmut_{n}": "any read of 4 bytes or more holds every byte-order mark"
+       for n in (9, 10)},
+    **{f"common.imdb.x_read_review_file__mutmut_{n}": "Python's default text encoding is UTF-8 (a UTF-8 locale or "
+       "UTF-8 mode), and codec names ignore case" for n in (13, 18)},
+    **{f"common.imdb.x_read_review_file__mutmut_{n}": ("reading more of an over-long file refuses it the same way; "
+       "only memory differs, which test_hostile's bounded-memory script test checks") for n in (28, 30)},
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
 }

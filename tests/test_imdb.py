@@ -194,7 +194,9 @@ def test_an_archive_is_extracted_once_per_content_with_its_manifest(tmp_path, ca
     assert json.loads((first.parent / ".complete").read_text()) == {name: len(data) for name, data in REVIEWS.items()}
     stale = first / "train" / "neg" / "0_1.txt"
     stale.write_text("a tampered review of another size")
+    (first / "train" / "neg" / "planted.txt").write_text("not from the archive")
     assert (imdb._extract(tmp_path / "a.tar.gz") / "train" / "neg" / "0_1.txt").read_bytes() == b"bad"
+    assert not (first / "train" / "neg" / "planted.txt").exists()  # the stale folder was cleared first
     monkeypatch.setattr(imdb.tarfile, "open", lambda *a, **k: pytest.fail("extracted again"))
     assert imdb._extract(tmp_path / "a.tar.gz") == first  # the manifest matches: used as it is
 
@@ -232,24 +234,33 @@ def test_an_archive_member_that_is_a_special_file_or_over_a_cap_is_refused(tmp_p
     pack(tmp_path / "at_caps.tar.gz", {"aclImdb/train/neg/0_1.txt": bytes(4_000_000),
                                        "aclImdb/train/pos/0_9.txt": bytes(4_000_000)})
     assert imdb._extract(tmp_path / "at_caps.tar.gz").is_dir()  # exactly at both caps: accepted
-    pack(tmp_path / "big.tar.gz", {"aclImdb/train/neg/0_1.txt": bytes(6_000_001)})
+    pack(tmp_path / "big.tar.gz", {"aclImdb/train/neg/0_1.txt": bytes(5_500_004)})
     with pytest.raises(UserError, match=r"big.tar.gz: aclImdb/train/neg/0_1.txt is 6 MB; a review is under 4 MB, so "
                                         r"the archive is refused$"):
         imdb._extract(tmp_path / "big.tar.gz")
-    pack(tmp_path / "many.tar.gz", {f"aclImdb/train/neg/{i}_1.txt": bytes(3_000_000) for i in range(3)})
+    pack(tmp_path / "many.tar.gz", {f"aclImdb/train/neg/{i}_1.txt": bytes(2_833_335) for i in range(3)})
     with pytest.raises(UserError, match=r"many.tar.gz: its reviews add up to 9 MB, over the 8 MB an aclImdb archive "
                                         r"needs; refused$"):
         imdb._extract(tmp_path / "many.tar.gz")
     assert [p.name for p in cache.iterdir()] == [imdb._extract(tmp_path / "at_caps.tar.gz").parent.name]
 
 
-def test_a_corrupt_or_unreadable_archive_leaves_no_partial_extraction(tmp_path, cache):
+def test_a_corrupt_or_unreadable_archive_leaves_no_partial_extraction(tmp_path, cache, monkeypatch):
     pack(tmp_path / "a.tar.gz", {**REVIEWS, "aclImdb/train/neg/1_1.txt": os.urandom(200_000)})
     data = (tmp_path / "a.tar.gz").read_bytes()
     (tmp_path / "cut.tar.gz").write_bytes(data[:len(data) // 2])
     with pytest.raises(UserError, match=r"cut.tar.gz: not a readable .tar.gz archive"):
         imdb._extract(tmp_path / "cut.tar.gz")
     assert list(cache.iterdir()) == []
+    def full_disk(self, path, members, filter):
+        (path / "aclImdb").mkdir(parents=True)
+        (path / "aclImdb" / "partial.txt").write_text("half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", full_disk)
+    pack(tmp_path / "b.tar.gz", REVIEWS)
+    with pytest.raises(UserError, match=r"b.tar.gz: not a readable .tar.gz archive \(\[Errno 28\] No space left"):
+        imdb._extract(tmp_path / "b.tar.gz")
+    assert list(cache.iterdir()) == []  # the half-written folder is removed
     (tmp_path / "folder.tar.gz").mkdir()
     with pytest.raises(UserError, match=r"folder.tar.gz: cannot read \(Is a directory\)$"):
         imdb._extract(tmp_path / "folder.tar.gz")
@@ -268,5 +279,7 @@ def test_a_review_file_is_read_up_to_its_cap_and_refused_beyond(tmp_path, monkey
         read_review_file(tmp_path / "nul.txt")
     with pytest.raises(UserError, match=rf"^{tmp_path}: a folder, not a review file$"):
         read_review_file(tmp_path)
+    with pytest.raises(UserError, match=r"missing.txt: cannot read \(No such file or directory\)$"):
+        read_review_file(tmp_path / "missing.txt")
     (tmp_path / "bom.txt").write_bytes("\ufeffcafé".encode("utf-8"))
     assert read_review_file(tmp_path / "bom.txt") == "café"
