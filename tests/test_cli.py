@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import common.cli as cli
-from common.cli import (DefaultInt, RepoPath, add_eval_out_dir, add_precision_arg, add_training_args, check_out_dir,
+from common.cli import (DefaultInt, RepoPath, add_eval_out_dir, add_force_arg, add_precision_arg, add_training_args,
+                        check_out_dir,
                         forced_facts, make_parser, number, output_file, output_folder, png_file, positive,
                         read_each, refuse_overwriting_inputs, repo_path, report_written, run, start_eval,
                         validation_size)
@@ -41,6 +42,11 @@ def test_the_shared_options_have_their_defaults_and_help(monkeypatch):
     assert re.search(r"--quiet\s+no progress bars or per-epoch lines\n", text)  # False: no default shown
     assert "--threads THREADS CPU threads (default: all cores" in " ".join(text.split())
     assert "(default: None)" not in text and text.count("(default:") == 5  # each said once: own words or argparse's
+    own = make_parser("demo", None)
+    own.add_argument("--steps", type=int, default=5, help="steps (default: five of them)")
+    own.add_argument("--bare", type=int)
+    helped = " ".join(own.format_help().split())
+    assert helped.endswith("--steps STEPS steps (default: five of them) --bare BARE")  # said by the help: not twice
 
 
 def test_training_and_precision_options(monkeypatch):
@@ -61,22 +67,23 @@ def test_training_and_precision_options(monkeypatch):
     assert "passes over the training data (default: 3)" in help_text and "(peak) learning rate (default: 0.01)" in help_text
 
 
-@pytest.mark.parametrize("parse, text, message", [
-    (number(float, 0, 1), "1.5", "must be >= 0 and <= 1, got 1.5"),
-    (number(float, 0, 1, open_low=True), "0", "must be > 0 and <= 1, got 0"),
-    (number(float, 0, 1, open_high=True), "1", "must be >= 0 and < 1, got 1"),
-    (number(float, None, 1), "2", "must be <= 1, got 2"),
-    (number(int, 1), "0", "must be >= 1, got 0"),
-    (number(int), "2.5", "must be a whole number, got 2.5"),
-    (number(), "abc", "must be a number, got abc"),
-    (number(), "nan", "must be a finite number, got nan"),
-    (number(), "-inf", "must be a finite number, got -inf"),
-    (positive(), "0", "must be > 0, got 0"),
-    (positive(float), "-0.5", "must be > 0, got -0.5"),
+@pytest.mark.parametrize("make, text, message", [  # each type made inside the test, where mutmut sees it
+    (lambda: number(float, 0, 1), "1.5", "must be >= 0 and <= 1, got 1.5"),
+    (lambda: number(float, 0, 1, open_low=True), "0", "must be > 0 and <= 1, got 0"),
+    (lambda: number(float, 0, 1, open_high=True), "1", "must be >= 0 and < 1, got 1"),
+    (lambda: number(float, 0, 1, open_high=True), "1.5", "must be >= 0 and < 1, got 1.5"),
+    (lambda: number(float, None, 1), "2", "must be <= 1, got 2"),
+    (lambda: number(int, 1), "0", "must be >= 1, got 0"),
+    (lambda: number(int), "2.5", "must be a whole number, got 2.5"),
+    (lambda: number(), "abc", "must be a number, got abc"),
+    (lambda: number(), "nan", "must be a finite number, got nan"),
+    (lambda: number(), "-inf", "must be a finite number, got -inf"),
+    (lambda: positive(), "0", "must be > 0, got 0"),
+    (lambda: positive(float), "-0.5", "must be > 0, got -0.5"),
 ])
-def test_number_types_refuse_what_is_out_of_range_in_words(parse, text, message):
+def test_number_types_refuse_what_is_out_of_range_in_words(make, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=f"^{message.replace('.', '[.]')}$"):
-        parse(text)
+        make()(text)
 
 
 def test_number_types_accept_their_ends_and_keep_their_range():
@@ -93,6 +100,7 @@ def test_a_default_validation_size_shrinks_with_a_limit_but_a_typed_one_does_not
     assert validation_size(DefaultInt(5000), None) == 5000
     assert validation_size(5000, 100) == 5000
     assert validation_size(DefaultInt(5), 100) == 5
+    assert isinstance(validation_size(DefaultInt(5000), 100), int)
 
 
 def test_output_paths_are_checked_without_being_made(tmp_path):
@@ -215,6 +223,10 @@ def test_another_runs_folder_is_refused_unless_forced_or_the_same_run(tmp_path):
     with pytest.raises(UserError, match=rf"^--out-dir {tmp_path} holds a run with the same options but another device "
                                         r"cpu there, cuda here; choose another folder, or pass --force to write over it$"):
         check_out_dir(tmp_path, settings={"lr": 1}, force=False, facts={"device": "cuda", "test_images": 10})
+    (tmp_path / "metrics.json").write_text(json.dumps({"settings": {"lr": 1}, "device": "cpu", "precision": "fp32"}))
+    with pytest.raises(UserError, match=r"same options but another device cpu there, cuda here; precision fp32 there, "
+                                        r"bf16 here; choose"):
+        check_out_dir(tmp_path, settings={"lr": 1}, force=False, facts={"device": "cuda", "precision": "bf16"})
     (tmp_path / "metrics.json").write_text(json.dumps({"settings": {"other": 1}}))
     with pytest.raises(UserError, match=r"holds another run"):
         check_out_dir(tmp_path, settings={"lr": 1}, force=False)  # no option in common
@@ -240,6 +252,7 @@ def test_an_eval_writes_beside_the_checkpoint_in_a_folder_of_its_own(tmp_path, m
     started = start_eval(args, load_model)
     assert started.out == run_dir / "eval-my-data" and started.data_dir == data and started.config == {"k": 1}
     assert loaded == [(run_dir / "model.pt", torch.device("cpu"))] and started.machine["precision"] == "fp32"
+    assert started.device == torch.device("cpu") and isinstance(started.model, nn.Linear)
     assert capsys.readouterr().out.startswith("device cpu (")
     args.out_dir = run_dir
     with pytest.raises(UserError, match=rf"^--out-dir {run_dir}: that folder holds the training run of {run_dir}/model.pt; "
@@ -249,3 +262,36 @@ def test_an_eval_writes_beside_the_checkpoint_in_a_folder_of_its_own(tmp_path, m
     (run_dir / "eval-my-data").write_text("a file")
     with pytest.raises(UserError, match=r"eval-my-data is a file, not a folder$"):
         start_eval(args, load_model)
+
+
+def test_every_shared_option_says_what_it_does_in_help():
+    parser = make_parser("demo", "hw9/results")
+    add_training_args(parser, epochs=1, batch_size=2, lr=0.1)
+    add_precision_arg(parser)
+    add_force_arg(parser)
+    helps = {name: action.help for name, action in actions(parser).items()}
+    assert helps == {
+        "--help": "show this help message and exit",
+        "--data-dir": "folder holding the data (default: $CSE849_DATA if set, else data/ in the repository)",
+        "--out-dir": "where plots, metrics and checkpoints are written (default: %(default)s in the repository)",
+        "--seed": "random seed (0 to 2^31 - 1)",
+        "--threads": "CPU threads (default: all cores, or $OMP_NUM_THREADS); 1 when another job shares a 2-core "
+                     "machine, where two sets of threads spin against each other",
+        "--device": "auto picks cuda, then mps, then cpu",
+        "--quiet": "no progress bars or per-epoch lines",
+        "--epochs": "passes over the training data",
+        "--batch-size": "examples per step",
+        "--lr": "(peak) learning rate",
+        "--resume": "continue from the last per-epoch checkpoint in --out-dir",
+        "--precision": "auto: bf16 autocast where the hardware runs bf16 natively (CUDA GPUs from Ampere on, CPUs "
+                       "with AVX-512 BF16 or AMX), fp16 with a gradient scaler on older CUDA GPUs (V100, T4), else "
+                       "fp32; bf16/fp16/fp32 force one",
+        "--force": "write into an --out-dir that holds another run's model.pt or history.json",
+    }
+    assert parser.parse_args(["--lr", "0.5"]).lr == 0.5 and isinstance(parser.parse_args(["--lr", "1"]).lr, float)
+    evaluation = make_parser("demo", None)
+    add_eval_out_dir(evaluation)
+    assert actions(evaluation)["--out-dir"].help == ("where the evaluation is written (default: eval-<data folder name>/ "
+                                                     "in the checkpoint's folder; never the training run's own folder)")
+    with pytest.raises(SystemExit):
+        evaluation.parse_args(["--out-dir", __file__])  # a file: checked by its type
