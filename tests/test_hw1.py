@@ -174,8 +174,26 @@ def test_eval_mode_keeps_nothing_and_cannot_backpropagate():
         assert getattr(layer, kept) is not None
         layer.eval().forward(*inputs)
         assert getattr(layer, kept) is None
-        with pytest.raises(RuntimeError, match="needs a forward pass in training mode"):
+        with pytest.raises(RuntimeError, match=f"^{type(layer).__name__}.backward needs a forward pass in training mode first$"):
             layer.backward(*grads)
+        assert layer.training is False
+
+
+def test_layers_start_with_nothing_kept_and_he_initialised_weights():
+    layer = Linear(1000, 500, SGD(0.1), generator=torch.Generator().manual_seed(0))
+    assert (layer.x, layer.grad_W, layer.grad_b) == (None, None, None)
+    assert ReLU().positive is None and MSELoss().error is None
+    assert layer.W.std().item() == pytest.approx((2 / 1000) ** 0.5, rel=0.01) and torch.equal(layer.b, torch.zeros(500))
+    moved = layer.to("cpu")
+    assert moved is layer and layer.W.shape == (1000, 500) and layer.b.shape == (500,)
+
+
+def test_relu_passes_no_gradient_at_exactly_zero_as_torch_does():
+    relu = ReLU().train()
+    x = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    relu.forward(x.detach())
+    torch.relu(x).sum().backward()
+    assert torch.equal(relu.backward(torch.ones(3)), x.grad) and x.grad.tolist() == [0.0, 0.0, 1.0]
 
 
 def test_bad_shapes_raise_clear_errors():
