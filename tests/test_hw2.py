@@ -167,3 +167,25 @@ def test_train_script_without_data_exits_with_status_3(tmp_path):
                         "--dataset-format", "imagefolder", env={"CSE849_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 3 and result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1
+
+
+def test_the_module_takes_its_dtype_and_defaults_from_pytorch():
+    norm = BatchNorm(3, dtype=torch.float64)
+    assert all(t.dtype == torch.float64 for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var))
+    assert norm.num_batches_tracked.dtype == torch.long and norm.num_batches_tracked.item() == 0
+    reference = nn.BatchNorm1d(3)
+    assert (norm.eps, norm.momentum) == (reference.eps, reference.momentum)
+    x = torch.randn(8, 3)
+    mine, theirs = (torch.zeros(3), torch.ones(3)), (torch.zeros(3), torch.ones(3))
+    y, _ = batchnorm_forward(x, torch.ones(3), torch.zeros(3), *mine, training=True)
+    expected = F.batch_norm(x, *theirs, training=True)  # PyTorch's defaults: momentum 0.1, eps 1e-5
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(mine[0], theirs[0])  # running statistics updated in place, as PyTorch's
+    torch.testing.assert_close(mine[1], theirs[1])
+
+
+def test_two_values_per_channel_are_enough_to_train_on():
+    norm = BatchNorm(3).train()
+    assert norm(torch.randn(2, 3)).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"needs more than one value per channel in training mode, got input of shape \(1, 3\)"):
+        norm(torch.randn(1, 3))
