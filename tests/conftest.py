@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data files in the real formats, and a helper that runs a script as a user would."""
 
 import contextlib
+import email.message
 import importlib
 import io
 import json
@@ -63,6 +64,29 @@ def run_main(monkeypatch, capsys, main, *argv) -> tuple[int, str, str]:
         status = exit_info.code
     captured = capsys.readouterr()
     return status, captured.out, captured.err
+
+
+class FakeResponse:
+    """A response of `body`, read in the sizes asked, with HTTP's case-blind headers."""
+
+    def __init__(self, body: bytes, length: int | None, reads: list, fail_after: int | None = None):
+        self.body, self.reads, self.fail_after = body, reads, fail_after
+        self.headers = email.message.Message()
+        if length is not None:
+            self.headers["Content-Length"] = str(length)
+
+    def read(self, n: int) -> bytes:
+        self.reads.append(n)
+        if self.fail_after is not None and len(self.reads) > self.fail_after:
+            raise OSError(104, "Connection reset by peer")
+        chunk, self.body = self.body[:n], self.body[n:]
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def no_network(*args, **kwargs):

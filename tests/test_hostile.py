@@ -27,7 +27,7 @@ from common.cifar import load_cifar10
 from common.errors import UserError
 from common.imdb import load_imdb
 from common.text import tokenize_corpus
-from tests.conftest import CIFAR_CLASSES, ROOT, SUBPROCESS_ENV, run_script, write_imdb_folder
+from tests.conftest import CIFAR_CLASSES, ROOT, SUBPROCESS_ENV, FakeResponse, run_script, write_imdb_folder
 
 GB = 2**30
 
@@ -197,25 +197,11 @@ def test_an_extracted_archive_is_checked_against_its_manifest_and_re_extracted(i
     assert again.texts == first.texts and "tampered" not in again.texts
 
 
-class FakeResponse:
-    def __init__(self, body: bytes, length: int | None = None):
-        self.body, self.headers = body, {"Content-Length": str(len(body) if length is None else length)}
-
-    def read(self, n: int) -> bytes:
-        chunk, self.body = self.body[:n], self.body[n:]
-        return chunk
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 @pytest.mark.parametrize("body, length", [(b"<html>Please log in to the hotel wifi</html>", None),
                                           (b"\x1f\x8b truncated", 84_125_825)])
 def test_a_download_that_is_not_the_archive_is_deleted_and_said(tmp_path, monkeypatch, body, length):
-    monkeypatch.setattr(common.imdb.urllib.request, "urlopen", lambda url, timeout: FakeResponse(body, length))
+    monkeypatch.setattr(common.imdb.urllib.request, "urlopen", lambda url, timeout: FakeResponse(
+        body, len(body) if length is None else length, []))
     with pytest.raises(UserError, match=r"is not the IMDB archive .*it was deleted"):
         load_imdb(tmp_path, "train")
     assert list(tmp_path.iterdir()) == []  # neither the archive nor its .part is left behind

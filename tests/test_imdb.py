@@ -1,7 +1,6 @@
 """common/imdb.py unit by unit: finding the reviews, the download (faked), extraction into the cache,
 reading one review file, and the review set's sample and subset."""
 
-import email.message
 import hashlib
 import io
 import json
@@ -15,6 +14,7 @@ import torch
 import common.imdb as imdb
 from common.errors import DataNotFoundError, UserError
 from common.imdb import Reviews, find_imdb, load_imdb, read_review_file
+from tests.conftest import FakeResponse
 
 
 def pack(path, members: dict[str, bytes], mode: int = 0o644) -> None:
@@ -114,29 +114,6 @@ def test_a_sample_is_a_fixed_random_subset_and_the_whole_set_when_it_asks_for_al
 
 
 # --- the download -------------------------------------------------------------------------------------
-class FakeResponse:
-    """A response of `body`, read in the sizes asked, with HTTP's case-blind headers."""
-
-    def __init__(self, body: bytes, length: int | None, reads: list, fail_after: int | None = None):
-        self.body, self.reads, self.fail_after = body, reads, fail_after
-        self.headers = email.message.Message()
-        if length is not None:
-            self.headers["Content-Length"] = str(length)
-
-    def read(self, n: int) -> bytes:
-        self.reads.append(n)
-        if self.fail_after is not None and len(self.reads) > self.fail_after:
-            raise OSError(104, "Connection reset by peer")
-        chunk, self.body = self.body[:n], self.body[n:]
-        return chunk
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def fake_download(monkeypatch, body: bytes, length: int | None, fail_after: int | None = None) -> tuple[list, list]:
     opened, reads = [], []
     monkeypatch.setattr(imdb, "SHA256", hashlib.sha256(body).hexdigest())
