@@ -75,8 +75,8 @@ def tokenize_corpus(texts: Sequence[str], *, desc: str = "tokenizing", quiet: bo
         offsets.append(len(flat))
     corpus = Corpus(list(index), np.array(flat, dtype=np.int32), np.array(offsets, dtype=np.int64))
     with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-        joined = "\n".join(corpus.words).encode("utf-8", errors="surrogatepass")  # tokens hold no spaces; any str
-        words = np.frombuffer(joined, dtype=np.uint8)                              # round-trips, lone surrogates too
+        # tokens hold no whitespace; surrogatepass lets any str round-trip, lone surrogates too
+        words = np.frombuffer("\n".join(corpus.words).encode("utf-8", errors="surrogatepass"), dtype=np.uint8)
         np.savez(f, words=words, flat=corpus.flat, offsets=corpus.offsets)
     return corpus
 
