@@ -99,6 +99,11 @@ EQUIVALENT = {
     "common.cli.x_start_eval__mutmut_21": "force=None is falsy, as False is",
     "common.cli.xǁHelpWithDefaultsǁ_get_help_string__mutmut_13": ("with no help text, 'default' is in neither '' nor "
                                                                  "'XXXX'"),
+    "hw3.report.x_evaluate_test__mutmut_13": "train=None is falsy, as False is",
+    "hw3.report.x_evaluate_test__mutmut_20": ON_THE_CPU,
+    **{f"hw3.report.x_plot_mistakes__mutmut_{n}": "matplotlib reads this keyword without regard to case"
+       for n in (35, 59)},
+    "hw3.report.x_plot_mistakes__mutmut_91": "an explicit fontsize=None is matplotlib's font.size, 10 points",
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
 }

@@ -17,7 +17,8 @@ from common.errors import DataNotFoundError, UserError
 import hw3.predict
 from hw3.model import MODELS, build_model, load_model, predict_logits
 from hw3.muon import Muon, orthogonalize
-from hw3.report import evaluate_test
+import hw3.report
+from hw3.report import evaluate_test, plot_mistakes, write_test_results
 from hw3.train import make_optimizer
 from common.checkpoint import save_checkpoint
 from hw3.model import CHECKPOINT_KIND, build_network
@@ -215,6 +216,146 @@ def test_evaluate_test_uses_running_statistics_even_after_training_mode():
                               batch_size=10)  # left in training mode, as after a run without validation
     assert torch.equal(model.groups[0].norm1.running_mean, stats) and not model.training
     assert report["accuracy"] == expected["accuracy"] and report["per_class"] == expected["per_class"]
+
+
+class CornerLookup(nn.Module):
+    """A stand-in model whose logits for an image are row i of `table`, i read back from the normalised
+    top-left pixels of channels 0 and 1 (i % 256, i // 256); it keeps each batch's size and whether it
+    ran under autocast."""
+
+    def __init__(self, table: torch.Tensor, mean: float, std: float):
+        super().__init__()
+        self.table, self.mean, self.std, self.batches = table, mean, std, []
+
+    def forward(self, images):
+        self.batches.append((len(images), torch.is_autocast_enabled("cpu")))
+        pixels = ((images[:, :2, 0, 0] * self.std + self.mean) * 255).round().long()
+        return self.table[pixels[:, 0] + 256 * pixels[:, 1]]
+
+
+def corner_coded_set(n: int, classes: list[str]) -> ImageSet:
+    """n random images whose top-left pixels in channels 0 and 1 spell their index i (the top-right
+    ones, which a mirror image puts top-left, spell i + 1 modulo n)."""
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images[:, 0, 0, 0], images[:, 1, 0, 0] = torch.arange(n) % 256, torch.arange(n) // 256
+    images[:, 0, 0, -1], images[:, 1, 0, -1] = (torch.arange(n) + 1) % n % 256, (torch.arange(n) + 1) % n // 256
+    return ImageSet(images, torch.arange(n) % len(classes), classes)
+
+
+def test_evaluate_test_scores_every_image_once_in_batches_of_500_with_the_checkpoints_normalisation():
+    classes = ["a", "b", "c"]
+    test = corner_coded_set(1001, classes)
+    table = torch.randn(1001, 3, generator=torch.Generator().manual_seed(2))
+    model = CornerLookup(table, mean=0.1, std=0.5)
+    config = {"classes": classes, "mean": [0.1] * 3, "std": [0.5] * 3, "tta": 0}  # tta 0: no mirrored view
+    report, cm, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="fp32")
+    assert model.batches == [(500, False), (500, False), (1, False)]
+    predicted = table.argmax(1)
+    expected_cm = torch.zeros(3, 3, dtype=torch.int64)
+    for label, guess in zip(test.labels.tolist(), predicted.tolist()):
+        expected_cm[label, guess] += 1
+    assert torch.equal(cm, expected_cm)
+    torch.testing.assert_close(probabilities, table.softmax(dim=1))
+    assert report["accuracy"] == pytest.approx((predicted == test.labels).float().mean().item())
+    recalls = {name: expected_cm[k, k].item() / expected_cm[k].sum().item() for k, name in enumerate(classes)}
+    assert report["per_class_accuracy"] == pytest.approx(recalls)
+    assert {name: s["recall"] for name, s in report["per_class"].items()} == report["per_class_accuracy"]
+    assert report["test_images"] == 1001 and 0 <= report["test_seconds"] < 60
+    with pytest.raises(UserError, match=r"test classes \['a', 'b', 'c'\] differ from the checkpoint's \['a', 'b'\]"):
+        evaluate_test(model, {**config, "classes": ["a", "b"]}, test, device=torch.device("cpu"), precision="fp32")
+
+
+def test_evaluate_test_uses_the_checkpoints_test_time_views_and_the_precision_asked():
+    test = corner_coded_set(20, ["a", "b"])
+    table = torch.randn(20, 2, generator=torch.Generator().manual_seed(2))
+    model = CornerLookup(table, mean=0.0, std=1.0)
+    config = {"classes": ["a", "b"], "mean": [0.0] * 3, "std": [1.0] * 3, "tta": 1}
+    _, _, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="bf16")
+    mirrored = 0.5 * (table + table.roll(-1, dims=0))  # tta 1: the image and its mirror, which reads i + 1
+    torch.testing.assert_close(probabilities, mirrored.softmax(dim=1))
+    assert model.batches == [(20, True), (20, True)]  # the image, then its mirror, both under bf16 autocast
+
+
+def confused_set() -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+    """Twelve images of classes a, b, c with probabilities that confuse a as b three times (0.9, 0.5,
+    0.7), b as c twice (0.8, 0.6) and c as a once (0.55); the rest right. Returns set, probabilities, cm."""
+    test = ImageSet(torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8,
+                                  generator=torch.Generator().manual_seed(3)),
+                    torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]), ["a", "b", "c"])
+    guesses = [(1, 0.9), (1, 0.5), (1, 0.7), (0, 0.95), (2, 0.8), (2, 0.6), (1, 0.9), (1, 0.85),
+               (0, 0.55), (2, 0.9), (2, 0.99), (2, 0.7)]
+    probabilities = torch.zeros(12, 3)
+    for i, (guess, p) in enumerate(guesses):
+        probabilities[i] = (1 - p) / 2
+        probabilities[i, guess] = p
+    cm = torch.zeros(3, 3, dtype=torch.int64)
+    for label, (guess, _) in zip(test.labels.tolist(), guesses):
+        cm[label, guess] += 1
+    return test, probabilities, cm
+
+
+def shown(ax) -> list:
+    """The images an axes shows, as arrays."""
+    return [image.get_array() for image in ax.images]
+
+
+def test_mistakes_show_the_most_confident_errors_of_the_most_confused_pairs(tmp_path, monkeypatch):
+    figures = capture_figures(monkeypatch, hw3.report)
+    test, probabilities, cm = confused_set()
+    plot_mistakes(test, probabilities, cm, tmp_path / "two.png", pairs=2, per_pair=2)
+    fig = figures["two.png"]
+    axes = [fig.axes[:2], fig.axes[2:]]
+    assert len(fig.axes) == 4 and tuple(fig.get_size_inches()) == pytest.approx((3.2, 3.8))
+    # row 1: a predicted as b, the two most confident of three (images 0 and 2); row 2: b as c (4, 5)
+    for row, indices, titles in ((0, [0, 2], ["b 0.90", "b 0.70"]), (1, [4, 5], ["c 0.80", "c 0.60"])):
+        for ax, index, title in zip(axes[row], indices, titles):
+            assert len(ax.images) == 1 and (shown(ax)[0] == test.images[index].permute(1, 2, 0).numpy()).all()
+            assert ax.images[0].get_interpolation() == "nearest"
+            assert (ax.get_title(), ax.title.get_fontsize()) == (title, 9)
+            assert not ax.axison
+    label = axes[0][0].texts[0]
+    assert label.get_text() == "true a\n(3 as\nb)" and axes[1][0].texts[0].get_text() == "true b\n(2 as\nc)"
+    assert label.get_position() == (-0.15, 0.5) and label.get_transform() == axes[0][0].transAxes
+    assert (label.get_ha(), label.get_va(), label.get_fontsize()) == ("right", "center", 9)
+    assert not axes[0][1].texts
+    assert fig._suptitle.get_text() == ("most confident test mistakes of the most confused pairs "
+                                        "(title: predicted, probability)") and fig._suptitle.get_fontsize() == 10
+    assert_drawn(tmp_path / "two.png")
+
+
+def test_mistakes_by_default_show_up_to_four_pairs_of_six_and_only_pairs_with_mistakes(tmp_path, monkeypatch):
+    figures = capture_figures(monkeypatch, hw3.report)
+    test, probabilities, cm = confused_set()
+    plot_mistakes(test, probabilities, cm, tmp_path / "all.png")
+    fig = figures["all.png"]
+    assert len(fig.axes) == 3 * 6 and tuple(fig.get_size_inches()) == pytest.approx((9.6, 5.7))
+    assert [sum(len(ax.images) for ax in fig.axes[6 * r:6 * r + 6]) for r in range(3)] == [3, 2, 1]
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["b 0.90", "b 0.70", "b 0.50"]
+    assert fig.axes[12].get_title() == "a 0.55" and fig.axes[12].texts[0].get_text() == "true c\n(1 as\na)"
+    assert all(not ax.axison for ax in fig.axes)
+    plot_mistakes(test, probabilities, torch.diag(torch.tensor([4, 4, 4])), tmp_path / "none.png")
+    assert len(figures["none.png"].axes) == 6 and not any(ax.images for ax in figures["none.png"].axes)
+    six_pairs = torch.tensor([[4, 3, 1], [2, 4, 6], [5, 4, 4]])  # every pair confused: the four largest shown
+    plot_mistakes(test, probabilities, six_pairs, tmp_path / "four.png")
+    assert [ax.texts[0].get_text().split("\n")[0] for ax in figures["four.png"].axes[::6]] == [
+        "true b", "true c", "true c", "true a"]
+
+
+def test_test_results_write_the_report_the_matrix_and_both_figures(tmp_path, monkeypatch):
+    import common.plotting
+    figures = capture_figures(monkeypatch, hw3.report)
+    matrix_figures = capture_figures(monkeypatch, common.plotting)
+    test, probabilities, cm = confused_set()
+    report = {"accuracy": 0.5, "macro_f1": 0.25, "test_images": 12}
+    write_test_results(report, cm, test, probabilities, tmp_path, {"seconds": 3.0, "accuracy": "overridden"})
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == {"seconds": 3.0, "accuracy": 0.5, "macro_f1": 0.25, "test_images": 12,
+                     "confusion_matrix": cm.tolist()}
+    assert matrix_figures["confusion_matrix.png"].axes[0].get_title() == "CIFAR-10 test, accuracy 50.00%"
+    mistakes = figures["mistakes.png"]  # plot_mistakes' defaults: three confused pairs, six columns
+    assert len(mistakes.axes) == 18 and mistakes.axes[0].get_title() == "b 0.90"
+    assert_drawn(tmp_path / "confusion_matrix.png")
+    assert_drawn(tmp_path / "mistakes.png")
 
 
 def test_unknown_model_is_a_clear_error():
