@@ -5,6 +5,7 @@ import copy
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -13,7 +14,9 @@ from torch import nn
 import common.cifar as cifar
 from common.cifar import (CifarBatches, ImageSet, channel_stats, load_cifar10, normalize, random_crop, random_flip,
                           read_image, split_train_val)
+from common.ensemble import Ensemble
 from common.errors import DataNotFoundError, UserError
+import hw3.model
 import hw3.predict
 from hw3.model import MODELS, build_model, load_model, predict_logits
 from hw3.muon import Muon, orthogonalize
@@ -358,6 +361,93 @@ def test_test_results_write_the_report_the_matrix_and_both_figures(tmp_path, mon
     assert_drawn(tmp_path / "mistakes.png")
 
 
+def test_the_seed_cnn_is_bias_free_convs_then_a_dropout_and_linear_head_for_ten_classes_by_default():
+    model = hw3.model.SeedCNN((4, 8), dropout=0.5)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.bias for c in convs] == [None, None] and [c.padding for c in convs] == [(1, 1), (1, 1)]
+    dropout, linear = model.classifier[1], model.classifier[2]
+    assert isinstance(dropout, nn.Dropout) and dropout.p == 0.5
+    assert (linear.in_features, linear.out_features) == (8 * 8 * 8, 10)
+    images = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    first = model.train()(images)
+    assert not torch.equal(first, model(images))  # dropout is active in training
+    assert torch.equal(model.eval()(images), model(images))
+
+
+def test_airbench_parts_are_bias_free_with_a_frozen_whitening_and_shift_only_batchnorm():
+    model = hw3.model.AirbenchNet((8, 16))
+    assert model.whiten.bias is not None and model.whiten.bias.requires_grad
+    assert not model.whiten.weight.requires_grad and model.head.bias is None and model.head.out_features == 10
+    group = model.groups[0]
+    for conv in (group.conv1, group.conv2):
+        assert conv.bias is None and conv.padding == (1, 1)
+    for norm in (group.norm1, group.norm2):
+        assert (norm.eps, norm.momentum) == (1e-12, 0.4)
+        assert not norm.weight.requires_grad and norm.bias.requires_grad
+    assert group(torch.randn(2, 24, 16, 16)).shape == (2, 8, 8, 8)  # a 3x3 conv keeps the size; the pool halves it
+    images = torch.randn(2, 3, 32, 32)
+    model.eval()
+    features = torch.amax(model.groups(nn.functional.gelu(model.whiten(images))), dim=(2, 3))
+    torch.testing.assert_close(model(images), model.head(features) / 9)
+
+
+def test_build_model_makes_the_members_a_config_asks_for_with_ten_classes_by_default():
+    single = build_network({"model": "cnn", "widths": [4]})
+    assert isinstance(single, hw3.model.SeedCNN) and single.classifier[-1].out_features == 10
+    assert not isinstance(build_model({"model": "cnn", "widths": [4]}), Ensemble)
+    three = build_model({"model": "airbench", "widths": [4], "members": 3, "num_classes": 2})
+    assert isinstance(three, Ensemble) and len(three.members) == 3 and three(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+    with pytest.raises(UserError, match="^unknown model 'vgg'; choose cnn, airbench$"):
+        build_network({"model": "vgg", "widths": [4]})
+
+
+def test_a_loaded_model_is_in_eval_mode_with_channels_last_weights(tmp_path):
+    tiny_checkpoint(tmp_path / "model.pt", tta=0)
+    model, _ = load_model(tmp_path / "model.pt", torch.device("cpu"))
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert not model.training and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+
+
+def test_checkpoint_configs_are_checked_at_each_limit():
+    good = {"model": "cnn", "widths": [8, 16, 32], "classes": ["a", "b"], "mean": [0.4, -0.1, 0.0],
+            "std": [0.2, 0.2, 1e-9], "tta": 2}
+    widths = "widths must be a list of 1 to 5 channel counts, each 1 to 2048"
+    classes = "classes must be a list of 2 to 1000 names"
+    tta = "tta must be 0, 1 or 2, and members 1 to 16"
+    cases = [({}, None), ({"widths": [1]}, None), ({"widths": [2048] * 5}, None), ({"widths": []}, widths),
+             ({"widths": [8] * 6}, widths), ({"widths": [0]}, widths), ({"widths": [2049]}, widths),
+             ({"widths": (8,)}, widths), ({"widths": [8.0]}, widths),
+             ({"model": "vgg"}, "model 'vgg' is not one of cnn, airbench"),
+             ({"classes": ["a"]}, classes), ({"classes": [f"c{i}" for i in range(1000)]}, None),
+             ({"classes": [f"c{i}" for i in range(1001)]}, classes),
+             ({"mean": [0.4, 0.5]}, "mean must be 3 finite numbers"), ({"mean": (0.4, 0.5, 0.6)}, "mean must be 3 finite numbers"),
+             ({"mean": [0.4, 0.5, 1]}, "mean must be 3 finite numbers"),
+             ({"mean": [0.4, 0.5, float("nan")]}, "mean must be 3 finite numbers"),
+             ({"std": [0.2, 0.2, 0.0]}, "std must be 3 finite numbers above 0"),
+             ({"std": [0.2, 0.2, float("inf")]}, "std must be 3 finite numbers above 0"),
+             ({"std": [0.2, 0.2, -0.5]}, "std must be 3 finite numbers above 0"),
+             ({"tta": 0}, None), ({"tta": 1}, None), ({"tta": 3}, tta), ({"members": 16}, None), ({"members": 1}, None),
+             ({"members": 17}, tta), ({"members": 0}, tta), ({"tta": 3, "members": 2}, tta)]
+    for change, problem in cases:
+        assert hw3.model.config_problem({**good, **change}) == problem, change
+
+
+def test_test_time_views_average_the_image_its_mirror_and_two_reflected_one_pixel_shifts():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))  # any model; linear keeps the check exact
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.equal(predict_logits(model, images), model(images))
+    mirrored = 0.5 * (model(images) + model(images.flip(-1)))
+    torch.testing.assert_close(predict_logits(model, images, 1), mirrored)
+    up_left = torch.tensor([1, *range(31)])  # row/column i shows i - 1, reflected at the border
+    down_right = torch.tensor([*range(1, 32), 30])
+    views = [images[:, :, index][:, :, :, index] for index in (up_left, down_right)]
+    shifted = sum(0.5 * (model(v) + model(v.flip(-1))) for v in views) / 2
+    torch.testing.assert_close(predict_logits(model, images, 2), 0.5 * mirrored + 0.5 * shifted)
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(UserError, match="unknown model 'vgg'"):
         build_model({"model": "vgg", "widths": [8]})
@@ -589,6 +679,115 @@ def test_predict_explains_the_top_class_and_names_unreadable_images(tmp_path, mo
     fig = figures["why.png"]
     assert len(fig.axes) == 3 and fig.axes[0].get_title().startswith(f"{tmp_path.name}/good.png: ")
     assert fig.axes[1].get_title() == "integrated gradients"
+
+
+def test_predict_explains_each_image_by_the_log_probability_of_its_own_top_class(tmp_path, monkeypatch, capsys):
+    model, config = tiny_checkpoint(tmp_path / "model.pt", tta=1)
+    paths = [tmp_path / f"{name}.png" for name in ("a", "b", "c")]
+    for path, picture in zip(paths, cifar_images(3, seed=5)[0]):
+        torchvision.io.write_png(picture, str(path))
+    scored = []
+
+    def record_score(score, batch):  # stands in for integrated gradients: keeps what it would explain
+        scored.append((score(batch).detach(), batch))
+        return torch.zeros_like(batch)
+    monkeypatch.setattr(hw3.predict, "integrated_gradients", record_score)
+    figures = capture_figures(monkeypatch, hw3.predict)
+    status, out, err = run_main(monkeypatch, capsys, hw3.predict.main, *paths, "--checkpoint", tmp_path / "model.pt",
+                                "--device", "cpu", "--explain-png", tmp_path / "why.png")
+    assert status == 0, err
+    (score, batch), = scored
+    images = torch.stack([hw3.predict.read_input(path) for path in paths])
+    torch.testing.assert_close(batch, normalize(images, config["mean"], config["std"]))
+    with torch.no_grad():
+        log_p = predict_logits(model, batch, 1).log_softmax(1)  # tta 1, as the checkpoint says
+    torch.testing.assert_close(score, log_p.max(dim=1).values)
+    titles = [ax.get_title() for ax in figures["why.png"].axes[0:6:2]]  # image and heat map per row, then the bars
+    assert titles == [f"{tmp_path.name}/{path.name}: {CIFAR_CLASSES[k]} {p:.2f}"
+                      for path, k, p in zip(paths, log_p.argmax(1).tolist(), log_p.exp().max(1).values.tolist())]
+
+
+def test_explanations_show_each_image_beside_its_positive_evidence(tmp_path, monkeypatch):
+    figures = capture_figures(monkeypatch, hw3.predict)
+    images = cifar_images(2, seed=6)[0]
+    attributions = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    hw3.predict.plot_explanations(images, attributions, ["first", "second"], tmp_path / "why.png")
+    fig = figures["why.png"]
+    assert len(fig.axes) == 6 and tuple(fig.get_size_inches()) == pytest.approx((4.8, 4.8))
+    for row, key in enumerate(colour_bars(fig)):
+        picture, heat = fig.axes[2 * row:2 * row + 2]
+        pixels = images[row].permute(1, 2, 0).numpy()
+        assert len(picture.images) == 1 and (picture.images[0].get_array() == pixels).all()
+        assert picture.images[0].get_interpolation() == "nearest" and picture.images[0].get_alpha() is None
+        assert (picture.get_title(), picture.title.get_fontsize()) == (["first", "second"][row], 9)
+        under, shown = heat.images
+        assert (under.get_array() == pixels).all() and under.get_alpha() == 0.35
+        assert under.get_interpolation() == "nearest"
+        expected = attributions[row].sum(dim=0).clamp(min=0).numpy()
+        assert np.allclose(shown.get_array(), expected) and (expected == 0).any() and (expected > 0).any()
+        assert (shown.get_cmap().name, shown.get_alpha(), shown.get_interpolation()) == ("inferno", 0.75, "bilinear")
+        assert (heat.get_title(), heat.title.get_fontsize()) == ("integrated gradients", 9)
+        assert not picture.axison and not heat.axison
+        assert key.get_ylabel() == "raises the top class's\nlog-probability by"
+        assert key.yaxis.label.get_fontsize() == 7 and key.yaxis.get_ticklabels()[0].get_fontsize() == 6
+        assert key.images or key.collections  # the colour bar draws the heat map's scale
+        panel = picture.get_position().width  # the bar takes 4.6% of the heat map's panel, 4% apart from it
+        assert key.get_position().width == pytest.approx(0.046 * panel, rel=0.05)
+        assert key.get_position().x0 - heat.get_position().x1 == pytest.approx(0.04 * panel, rel=0.05)
+
+
+def test_predict_reads_its_default_checkpoint_from_the_repository_from_any_folder(tmp_path, monkeypatch, capsys):
+    import common.cli
+    (tmp_path / "repo" / "hw3" / "results").mkdir(parents=True)
+    tiny_checkpoint(tmp_path / "repo" / "hw3" / "results" / "model.pt", tta=0)
+    monkeypatch.setattr(common.cli, "REPO_ROOT", tmp_path / "repo")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    torchvision.io.write_png(cifar_images(1, seed=7)[0][0], "a.png")
+    status, out, err = run_main(monkeypatch, capsys, hw3.predict.main, "a.png", "--device", "cpu")
+    assert status == 0, err
+    assert out.startswith("a.png: ") and out.count(", ") == 2  # three classes by default
+
+
+def test_predict_help_names_its_inputs_and_options_with_their_defaults(monkeypatch, capsys):
+    status, out, _ = run_main(monkeypatch, capsys, hw3.predict.main, "--help")
+    flat = " ".join(out.split())
+    assert status == 0 and flat.startswith("usage: script [-h] [--seed SEED] [--threads THREADS] [--device "
+                                           "{auto,cpu,cuda,mps}] [--quiet] [--checkpoint CHECKPOINT] [--top TOP] "
+                                           "[--explain-png OUT.png] IMAGE [IMAGE ...] ")
+    assert " ".join(hw3.predict.__doc__.split()) in flat and "--data-dir" not in flat
+    for line in ("IMAGE image files (jpg, png, ...)",
+                 "--checkpoint CHECKPOINT a model.pt or model_int8.pt that hw3/train.py wrote (default: "
+                 "hw3/results/model.pt)",
+                 "--top TOP how many classes to show, most likely first (default: 3)",
+                 "--explain-png OUT.png also write each image beside a heat map of the evidence for its top class"):
+        assert line in flat
+
+
+def test_predict_refuses_to_draw_over_an_input_and_says_when_no_image_could_be_read(tmp_path, monkeypatch, capsys):
+    tiny_checkpoint(tmp_path / "model.pt", tta=0)
+    image = tmp_path / "a.png"
+    torchvision.io.write_png(cifar_images(1, seed=8)[0][0], str(image))
+    before = image.read_bytes()
+    status, out, err = run_main(monkeypatch, capsys, hw3.predict.main, image, "--explain-png", image,
+                                "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    assert status == 2 and err.strip() == f"error: --explain-png {image}: that is one of the inputs; name a new file"
+    assert image.read_bytes() == before and out == ""
+    for name in ("x.png", "y.png"):
+        (tmp_path / name).write_bytes(b"not an image")
+    status, out, err = run_main(monkeypatch, capsys, hw3.predict.main, tmp_path / "x.png", tmp_path / "y.png",
+                                "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    assert status == 2 and err.strip().splitlines()[-1] == "error: none of the 2 images could be read"
+
+
+def test_read_input_keeps_a_32_pixel_image_and_shrinks_a_larger_one_without_aliasing(tmp_path):
+    picture = cifar_images(1, seed=9)[0][0]
+    torchvision.io.write_png(picture, str(tmp_path / "small.png"))
+    assert torch.equal(hw3.predict.read_input(tmp_path / "small.png"), picture)
+    stripes = ((torch.arange(96)[:, None] + torch.arange(96)) % 2 * 255).to(torch.uint8).expand(3, 96, 96)
+    torchvision.io.write_png(stripes.contiguous(), str(tmp_path / "checkerboard.png"))
+    shrunk = hw3.predict.read_input(tmp_path / "checkerboard.png")
+    assert shrunk.shape == (3, 32, 32) and 100 <= shrunk.min() <= shrunk.max() <= 155  # grey, not black and white
 
 
 # --- augmentation and batches, unit by unit --------------------------------------------------------

@@ -3,6 +3,7 @@
 train/eval/predict scripts on a tiny fixture."""
 
 import json
+import sys
 import tarfile
 
 import numpy as np
@@ -18,7 +19,7 @@ from common.imdb import load_imdb
 from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
-from hw4.explain import Reading, as_ansi, as_markers, read_review, word_attributions
+from hw4.explain import Reading, as_ansi, as_markers, plot_words, read_review, word_attributions
 import hw4.explain
 import hw4.predict
 from common.checkpoint import save_checkpoint
@@ -514,6 +515,93 @@ def test_word_attributions_add_up_to_the_log_odds_change_and_skip_unknown_words(
     change = float((full[0, 1] - full[0, 0]) - (blank[0, 1] - blank[0, 0]))
     assert float(toward_positive.sum()) == pytest.approx(change, abs=1e-3) and abs(change) > 0.01
     torch.testing.assert_close(word_attributions(model, ids, target=0, steps=64), -toward_positive, atol=1e-5, rtol=0)
+    coarse = word_attributions(model, ids, target=1)  # 32 steps by default: the path's sum is a little less exact
+    assert torch.equal(coarse, word_attributions(model, ids, target=1, steps=32))
+    assert not torch.equal(coarse, toward_positive)
+
+
+def test_strengths_are_steps_of_each_score_against_the_largest():
+    scores = torch.tensor([2.0, -1.2, 0.2, 0.6, 0.19, -0.0], dtype=torch.float64)  # against 2: 1, .6, .1, .3, .095
+    assert hw4.explain.strengths(scores) == [3, -3, 1, 2, 0, 0]
+    assert hw4.explain.strengths(torch.zeros(3)) == [0, 0, 0]
+
+
+def test_plot_words_wraps_each_review_under_its_title_and_shades_each_word_by_its_push(tmp_path, monkeypatch):
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    figures = capture_figures(monkeypatch, hw4.explain)
+    long = Reading([f"word{i}" for i in range(30)], torch.zeros(30, dtype=torch.int64), head=20, dropped=7)
+    short = Reading(["fine", "awful", "ok"], torch.zeros(3, dtype=torch.int64), head=3, dropped=0)
+    silent = Reading(["meh"], torch.zeros(1, dtype=torch.int64), head=1, dropped=0)
+    scores = [torch.linspace(-1, 2, 30), torch.tensor([0.6, -1.0, 0.0], dtype=torch.float64),
+              torch.zeros(1)]  # a share of exactly 0.6 is not yet white
+    plot_words([long, short, silent], scores, ["first", "second", "third"], "the legend", tmp_path / "w.png", width=4.0)
+    fig = figures["w.png"]
+    renderer = FigureCanvasAgg(fig).get_renderer()  # saving closed the figure: a canvas to measure words with
+    dpi, margin, line, width = fig.dpi, 8.0, 17.0, 4.0 * fig.dpi  # pixels, as plot_words lays out
+    height = fig.get_size_inches()[1] * dpi
+    assert fig.get_size_inches()[0] == 4.0 and len(fig.axes) == 1 and not fig.axes[0].axison
+    assert [t.get_text() for t in fig.texts] == ["first", *long.words[:20], "[... 7 words not read ...]",
+                                                 *long.words[20:], "second", "fine", "awful", "ok", "third", "meh",
+                                                 "the legend"]
+    blocks = [fig.texts[:32], fig.texts[32:36], fig.texts[36:38]]
+    top, lines_per_block = height - margin, []
+    for block, shares in zip(blocks, [[*(scores[0][:20] / 2).tolist(), 0.0, *(scores[0][20:] / 2).tolist()],
+                                      [0.6, -1.0, 0.0], [0.0]]):
+        title, words = block[0], block[1:]
+        assert title.get_position() == pytest.approx((margin / width, (top - line) / height))
+        assert (title.get_fontsize(), title.get_weight()) == (10, "bold")
+        x, row = margin, 0
+        for word, share in zip(words, shares):
+            w = word.get_window_extent(renderer).width + 6
+            if x + w > width - margin and x > margin:  # wrapped: the next line starts at the margin
+                x, row = margin, row + 1
+            assert word.get_position() == pytest.approx((x / width, (top - line * (row + 2.2)) / height))
+            assert word.get_position()[0] * width + w <= width - margin or x == margin
+            x += w
+            box = word.get_bbox_patch()
+            colour = matplotlib.colormaps["RdYlGn"](0.5 + share / 2)
+            assert tuple(box.get_facecolor()) == pytest.approx((*colour[:3], min(1.0, abs(share) * 1.2)))
+            assert tuple(box.get_edgecolor()) == (0, 0, 0, 0)
+            assert box.get_boxstyle().pad == 0.13  # 1.2 points around a 9-point word, rounded by matplotlib
+            assert word.get_fontsize() == 9
+            assert word.get_color() == ("white" if abs(share) > 0.6 else "black")
+        lines_per_block.append(row + 1)
+        top -= line * (row + 1 + 2.5)
+    assert lines_per_block[0] >= 3 and lines_per_block[1:] == [1, 1]  # the long review wraps at 4 inches
+    assert height == pytest.approx(sum(line * (n + 2.5) for n in lines_per_block) + line + margin)
+    legend = fig.texts[-1]
+    assert legend.get_position() == pytest.approx((margin / width, (top - line * 0.6) / height))
+    assert (legend.get_fontsize(), legend.get_color()) == (8, "dimgray")
+    assert_drawn(tmp_path / "w.png")
+
+
+def test_plot_words_is_9_inches_wide_and_never_leaves_a_line_empty_for_a_word_too_wide(tmp_path, monkeypatch):
+    figures = capture_figures(monkeypatch, hw4.explain)
+    wide = Reading(["w" * 60, "x" * 60], torch.zeros(2, dtype=torch.int64), head=2, dropped=0)
+    plot_words([wide], [torch.ones(2)], ["title"], "legend", tmp_path / "w.png")
+    fig = figures["w.png"]
+    title, first, second, _ = fig.texts
+    assert fig.get_size_inches()[0] == 9.0 and first.get_position()[0] == second.get_position()[0]  # each alone
+    line = 17.0 / (fig.get_size_inches()[1] * fig.dpi)
+    assert first.get_position()[1] == pytest.approx(title.get_position()[1] - 1.2 * line)  # on the first line
+    assert second.get_position()[1] == pytest.approx(first.get_position()[1] - line)
+
+
+def test_plot_words_fills_a_line_to_its_last_pixel_before_wrapping(tmp_path, monkeypatch):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    figures = capture_figures(monkeypatch, hw4.explain)
+    reading = Reading(["good", "film", "ok"], torch.zeros(3, dtype=torch.int64), head=3, dropped=0)
+    plot_words([reading], [torch.ones(3)], ["t"], "l", tmp_path / "probe.png")
+    fig = figures["probe.png"]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    w = [text.get_window_extent(renderer).width + 6 for text in fig.texts[1:4]]
+    dpi = fig.dpi
+    width = (8 + w[0] + w[1] + 8) / dpi  # "good film" ends exactly at the right margin
+    assert width * dpi - 8 == 8 + w[0] + w[1]  # exact in floating point, so the test is about the boundary
+    plot_words([reading], [torch.ones(3)], ["t"], "l", tmp_path / "exact.png", width=width)
+    good, film, ok = figures["exact.png"].texts[1:4]
+    assert good.get_position()[1] == film.get_position()[1] > ok.get_position()[1]  # "ok" wraps, "film" does not
 
 
 def test_the_token_that_decides_a_toy_task_gets_the_largest_attribution():
@@ -732,6 +820,70 @@ def test_predict_explains_each_review_and_names_unreadable_files(tmp_path, monke
         f"{config['classes'][label]} {p[label]:.3f}  (the words' push toward pos: {float(score.sum()):+.2f} log-odds)",
         as_markers(reading, score)]
     assert f"{config['classes'][label]} {p[label]:.3f}  \"great film, good\"" in [t.get_text() for t in figures["why.png"].texts]
+
+
+def test_predict_reads_its_default_checkpoint_from_the_repository_and_shows_the_top_class(tmp_path, monkeypatch,
+                                                                                          capsys):
+    import common.cli
+    (tmp_path / "repo" / "hw4" / "results").mkdir(parents=True)
+    model, config = tiny_checkpoint(tmp_path / "repo" / "hw4" / "results" / "model_int8.pt")
+    monkeypatch.setattr(common.cli, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.chdir(tmp_path)
+    exact = "good film " * 7  # 70 characters once its spaces are joined: shown whole
+    status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, exact, "--device", "cpu")
+    assert status == 0, err
+    with torch.no_grad():
+        p = model(read_review(exact, Vocab(config["vocab"]), 6, 2).ids[None]).softmax(1)[0]
+    assert out == f'"{exact.strip()}": {config["classes"][int(p.argmax())]} {float(p.max()):.3f}\n'  # one class
+
+
+def test_predict_explains_in_markers_or_colour_and_draws_with_a_legend(tmp_path, monkeypatch, capsys):
+    model, config = tiny_checkpoint(tmp_path / "model.pt")
+    reading = read_review("great film, good", Vocab(config["vocab"]), 6, 2)
+    score = word_attributions(model, reading.ids, target=1)
+    args = ["great film, good", "--checkpoint", tmp_path / "model.pt", "--device", "cpu"]
+    status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, *args, "--explain")
+    assert status == 0 and out.splitlines()[-1] == as_markers(reading, score)  # not a terminal: plain markers
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, *args, "--explain")
+    assert status == 0 and out.splitlines()[-1] == as_ansi(reading, score)
+    figures = capture_figures(monkeypatch, hw4.explain)
+    status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, *args, "--explain-png", tmp_path / "why.png")
+    assert status == 0 and "+" not in out  # the figure alone: no words printed
+    assert figures["why.png"].texts[-1].get_text() == (
+        "integrated gradients: green pushed toward pos, red toward neg; the darker, the larger against the "
+        "review's strongest word")
+
+
+def test_predict_refuses_to_draw_over_a_review_file_and_says_when_none_could_be_read(tmp_path, monkeypatch, capsys):
+    tiny_checkpoint(tmp_path / "model.pt")
+    review = tmp_path / "review.png"  # a review file that happens to end in .png
+    review.write_text("a good film")
+    status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, "--file", review, "--explain-png", review,
+                                "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    assert status == 2 and err.strip() == f"error: --explain-png {review}: that is one of the inputs; name a new file"
+    assert review.read_text() == "a good film" and out == ""
+    status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, "--file", tmp_path / "x.txt", "--file",
+                                tmp_path / "y.txt", "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    assert status == 2 and err.strip().splitlines()[-1] == "error: none of the 2 review files could be read"
+
+
+def test_predict_help_names_its_inputs_and_options_with_their_defaults(monkeypatch, capsys):
+    status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, "--help")
+    flat = " ".join(out.split())
+    assert status == 0 and flat.startswith("usage: script [-h] [--seed SEED] [--threads THREADS] [--device "
+                                           "{auto,cpu,cuda,mps}] [--quiet] [--file FILE] [--checkpoint CHECKPOINT] "
+                                           "[--top TOP] [--explain] [--explain-png OUT.png] [TEXT ...] ")
+    assert " ".join(hw4.predict.__doc__.split()) in flat and "--data-dir" not in flat
+    for line in ("TEXT review texts (quote each one)",
+                 "--file FILE a text file holding one review (repeat for more) --checkpoint",
+                 "--checkpoint CHECKPOINT a model.pt or model_int8.pt that hw4/train.py wrote (default: "
+                 "hw4/results/model_int8.pt)",
+                 "--top TOP how many classes to show, most likely first (default: 1)",
+                 "--explain also print each review with its words marked by how far they pushed the decision "
+                 "(green/+ toward positive, red/- toward negative; colour only on a terminal) --explain-png",
+                 "--explain-png OUT.png also write each review with its words marked as a figure"):
+        assert line in flat
 
 
 def test_predict_without_a_review_is_one_error_line(tmp_path, monkeypatch, capsys):
