@@ -345,6 +345,89 @@ def test_positions_are_the_sinusoids_of_the_paper():
     assert table.shape == (50, 16)
     torch.testing.assert_close(table[0], torch.tensor([0.0, 1.0] * 8))
     assert table[7, 0] == pytest.approx(np.sin(7)) and table[7, 3] == pytest.approx(np.cos(7 / 10_000 ** (2 / 16)))
+    position, column = np.arange(50)[:, None], np.arange(16)
+    angle = position / 10_000 ** (2 * (column // 2) / 16)
+    expected = np.where(column % 2 == 0, np.sin(angle), np.cos(angle))
+    torch.testing.assert_close(table, torch.tensor(expected, dtype=torch.float32), atol=1e-5, rtol=0)
+
+
+def test_the_classifier_is_the_documented_sequence_of_steps():
+    """Embeddings scaled by sqrt(dim) plus positions, pre-norm residual blocks, a final norm, the mean over
+    kept tokens (a lone known word, an all-unknown row keeping its <unk>s, padding dropped) and the head."""
+    torch.manual_seed(0)
+    model = TransformerClassifier(30, dim=8, layers=2, heads=2, max_len=6, dropout=0.0).eval()
+    ids = torch.tensor([[5, PAD_ID, PAD_ID, PAD_ID], [UNK_ID, UNK_ID, PAD_ID, PAD_ID], [7, 9, UNK_ID, 4]])
+    keeps = [[True, False, False, False], [True, True, False, False], [True, True, False, True]]
+    with torch.no_grad():
+        logits = model(ids)
+        for row, keep in zip(range(3), keeps):
+            keep = torch.tensor(keep)
+            x = model.embed(ids[row:row + 1]) * 8 ** 0.5 + model.positions[:4]
+            for block in model.blocks:
+                x = x + block.attention(block.norm1(x), keep[None])
+                x = x + block.feed_forward[2](nn.functional.gelu(block.feed_forward[0](block.norm2(x))))
+            pooled = model.norm(x)[0, keep].mean(0)
+            torch.testing.assert_close(logits[row], model.head(pooled), atol=1e-5, rtol=0)
+
+
+def test_the_classifier_has_the_documented_defaults_and_sizes_from_its_config():
+    model = TransformerClassifier(10)
+    block = model.blocks[0]
+    assert (model.dim, len(model.blocks), block.attention.heads, block.feed_forward[0].out_features) == (128, 2, 4, 512)
+    assert (model.drop.p, block.drop.p, len(model.positions), model.head.out_features) == (0.1, 0.1, 512, 2)
+    assert isinstance(block.feed_forward[1], nn.GELU) and model.embed.padding_idx == PAD_ID
+    assert "positions" not in model.state_dict()  # rebuilt, not stored
+    with pytest.raises(TypeError):
+        TransformerClassifier(10, 8)  # sizes are keywords only
+    config = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 3, "heads": 2,
+              "ff_mult": 3, "dropout": 0.25, "max_len": 7, "head": 2}
+    single = build_model(config)
+    assert not isinstance(single, Ensemble) and single.embed.num_embeddings == 4
+    assert (single.dim, len(single.blocks), single.blocks[0].attention.heads) == (8, 3, 2)
+    assert (single.blocks[0].feed_forward[0].out_features, single.drop.p, len(single.positions)) == (24, 0.25, 7)
+    pair = build_model({**config, "members": 2})
+    assert isinstance(pair, Ensemble) and len(pair.members) == 2
+
+
+def test_embeddings_start_small_with_a_zero_padding_row():
+    torch.manual_seed(0)
+    model = TransformerClassifier(4000, dim=64)
+    assert torch.equal(model.embed.weight[PAD_ID], torch.zeros(64))
+    assert model.embed.weight[2:].std().item() == pytest.approx(64 ** -0.5, rel=0.05)
+    model(torch.tensor([[5, 6, PAD_ID]])).sum().backward()
+    assert torch.equal(model.embed.weight.grad[PAD_ID], torch.zeros(64))  # padding never learns
+
+
+def test_checkpoint_configs_are_checked_at_each_limit():
+    from hw4.model import config_problem
+    good = {"vocab": ["<pad>", "<unk>", "a"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
+            "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2}
+    vocab = "vocab must be a list of 2 to 1,000,000 words starting with <pad>, <unk>"
+    sizes = "dim 1-4096, heads dividing it, layers 1-64, ff_mult 1-16 and members 1-16 are required"
+    lengths = "max_len 1-65536, head 0-max_len and dropout in [0, 1) are required"
+    cases = [({}, None), ({"vocab": ["<pad>", "<unk>"]}, None), ({"vocab": ["<unk>", "<pad>", "a"]}, vocab),
+             ({"vocab": ["<pad>"]}, vocab), ({"vocab": ["<pad>", "<unk>", *map(str, range(999_999))]}, vocab),
+             ({"classes": ["a", "b", "c"]}, "classes must be a list of 2 names"),
+             ({"dim": 1, "heads": 1}, None), ({"dim": 4096, "heads": 1}, None), ({"dim": 0}, sizes),
+             ({"dim": 4097, "heads": 1}, sizes), ({"heads": 8}, None), ({"heads": 3}, sizes), ({"heads": 0}, sizes),
+             ({"heads": 16}, sizes), ({"layers": 64}, None), ({"layers": 65}, sizes), ({"layers": 0}, sizes),
+             ({"ff_mult": 1}, None), ({"ff_mult": 16}, None), ({"ff_mult": 17}, sizes), ({"ff_mult": 0}, sizes),
+             ({"members": 1}, None), ({"members": 16}, None), ({"members": 17}, sizes), ({"members": 0}, sizes),
+             ({"max_len": 1, "head": 0}, None), ({"max_len": 65536}, None), ({"max_len": 0, "head": 0}, lengths),
+             ({"max_len": 65537}, lengths), ({"head": 6}, None), ({"head": 7}, lengths), ({"head": -1}, lengths),
+             ({"dropout": 0.99}, None), ({"dropout": 1.0}, lengths), ({"dropout": -0.1}, lengths),
+             ({"dropout": 0}, lengths), ({"dropout": 1.5}, lengths)]
+    for change, problem in cases:
+        assert config_problem({**good, **change}) == problem, change
+    # the parameter count: members x (vocab x dim + layers x (4 + 2 ff_mult) x dim^2), at most 200 million
+    at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(163_998))], "dim": 1000, "heads": 1,
+                "ff_mult": 16}  # 164,000 x 1000 + 36 x 1000^2 = 200,000,000
+    assert config_problem(at_limit) is None
+    assert config_problem({**at_limit, "vocab": [*at_limit["vocab"], "one more"]}) == (
+        "it implies 200,001,000 parameters, over the 200,000,000 a hw4 model may have")
+    halves = {**at_limit, "vocab": at_limit["vocab"][:64_000], "members": 2}  # 2 x (64,000,000 + 36,000,000)
+    assert config_problem(halves) is None
+    assert config_problem({**halves, "layers": 2}).startswith("it implies 272,000,000 parameters")
 
 
 def test_padded_batch_gives_the_same_logits_as_each_sequence_alone():
