@@ -29,6 +29,8 @@ ON_THE_CPU = ("on the CPU, `.to(None)`, `.to(device)` without non_blocking and a
 MPS_SUMS = "only an MPS device (no float64) sums the epoch's totals in float32"
 EMPTY_FLAGS = ("the non-finite flags of a process with no batches are empty or all False: no index is found in "
                "them either way")
+MATPLOTLIB_CASE = "matplotlib reads this keyword's value without regard to case"
+TOPK_DIM = "topk's default dimension is the last, the classes' of (N, classes)"
 EQUIVALENT = {
     **{f"common.checkpoint.x_load_checkpoint__mutmut_{n}": WEIGHTS_ONLY for n in (22, 25)},
     **{f"common.checkpoint.x_load_checkpoint__mutmut_{n}": CPU_MAP for n in (21, 24)},
@@ -99,10 +101,52 @@ EQUIVALENT = {
     "common.cli.x_start_eval__mutmut_21": "force=None is falsy, as False is",
     "common.cli.xǁHelpWithDefaultsǁ_get_help_string__mutmut_13": ("with no help text, 'default' is in neither '' nor "
                                                                  "'XXXX'"),
+    "hw3.model.x_config_problem__mutmut_91": "a config without members is valid with either default, both in 1-16",
+    "hw3.model.x_load_model__mutmut_17": ON_THE_CPU,
+    "hw3.model.xǁAirbenchNetǁ__init____mutmut_10": "a Conv2d has a bias by default",
+    **{f"hw3.model.{name}": "bias=None is falsy, as False is" for name in (
+        "xǁAirbenchNetǁ__init____mutmut_28", "xǁConvGroupǁ__init____mutmut_6", "xǁConvGroupǁ__init____mutmut_22",
+        "xǁSeedCNNǁ__init____mutmut_11")},
+    **{f"hw3.model.xǁSeedCNNǁ__init____mutmut_{n}": "ReLU gives the same values in place or not; only memory differs"
+       for n in (21, 22)},
+    "hw3.model.xǁSeedCNNǁ__init____mutmut_29": ("widths hold 1 to 5 entries, and 33 // 2**k == 32 // 2**k for every "
+                                               "k >= 1"),
+    "hw4.model.x_build_classifier__mutmut_16": ("config_problem accepts exactly 2 classes, the classifier's default "
+                                               "num_classes"),
+    "hw4.model.x_config_problem__mutmut_91": "a config without members is valid with either default, both in 1-16",
+    "hw4.model.x_load_model__mutmut_12": ON_THE_CPU,
+    **{f"hw4.model.x_sinusoidal_positions__mutmut_{n}": ("an int64 arange times a float32 is float32, and these "
+       "whole numbers are exact in either") for n in (3, 5, 12, 16)},
+    "hw4.model.xǁTransformerClassifierǁ__init____mutmut_18": "persistent=None is falsy, as False is",
+    "hw4.model.xǁTransformerClassifierǁforward__mutmut_44": ("boolean weights multiply and count as 1.0 and 0.0 "
+                                                            "do"),
+    "hw4.explain.x_as_markers__mutmut_8": "a word at step 0 gets 0 marks, whichever sign is chosen",
+    **{f"hw4.explain.x_plot_words__mutmut_{n}": ("the figure is resized to `width` by the laid-out height before "
+       "anything is drawn; one panel is new_figure's default") for n in (10, 11, 12, 15)},
+    **{f"hw4.explain.x_plot_words__mutmut_{n}": MATPLOTLIB_CASE for n in (19, 153)},
+    **{f"hw4.explain.x_plot_words__mutmut_{n}": ("a text measures the same with the figure's own renderer, which "
+       "matplotlib uses when given none, and wherever it is placed") for n in (20, 51, 52, 56)},
+    **{f"hw4.explain.x_plot_words__mutmut_{n}": "10 points is matplotlib's default font size" for n in (90, 95)},
+    **{f"hw4.explain.{name}": "all scores are 0 when the largest is: 0 / 1 and 0 / 2 are both 0" for name in (
+        "x_plot_words__mutmut_34", "x_strengths__mutmut_4")},
+    "hw4.explain.x_word_attributions__mutmut_5": ON_THE_CPU,
+    **{f"hw3.predict.x_main__mutmut_{n}": ON_THE_CPU for n in (77, 81, 94)},
+    **{f"hw4.predict.x_main__mutmut_{n}": ON_THE_CPU for n in (114, 118, 174)},
+    **{f"hw{hw}.predict.x_main__mutmut_{n}": TOPK_DIM for hw, n in ((3, 123), (4, 181))},
+    **{f"hw{hw}.predict.x_main__mutmut_3": "data=None is falsy, as False is" for hw in (3, 4)},
+    **{f"hw4.predict.x_main__mutmut_{n}": "argparse's metavar for --file is FILE anyway (its name in capitals)"
+       for n in (27, 33)},
+    **{f"hw3.predict.x_plot_explanations__mutmut_{n}": MATPLOTLIB_CASE for n in (33, 62, 78, 111)},
+    "hw3.predict.x_plot_explanations__mutmut_88": ("without a mappable, matplotlib's colorbar takes the current image: "
+                                                   "this heat map, drawn last"),
+    **{f"hw3.predict.x_plot_explanations__mutmut_{n}": ("without ax, the colour bar takes its room from the mappable's "
+       "own axes: these") for n in (89, 93)},
+    **{f"hw3.predict.x_read_input__mutmut_{n}": "resizing a 32x32 image to 32x32 gives it back unchanged"
+       for n in (6, 8, 10, 11)},
+    "hw3.predict.x_read_input__mutmut_17": "torchvision's resize antialiases tensors by default (since 0.17)",
     "hw3.report.x_evaluate_test__mutmut_13": "train=None is falsy, as False is",
     "hw3.report.x_evaluate_test__mutmut_20": ON_THE_CPU,
-    **{f"hw3.report.x_plot_mistakes__mutmut_{n}": "matplotlib reads this keyword without regard to case"
-       for n in (35, 59)},
+    **{f"hw3.report.x_plot_mistakes__mutmut_{n}": MATPLOTLIB_CASE for n in (35, 59)},
     "hw3.report.x_plot_mistakes__mutmut_91": "an explicit fontsize=None is matplotlib's font.size, 10 points",
     "common.tensor_batches.xǁTensorBatchesǁ__iter____mutmut_12":
         "the shuffled order left on the CPU (`.to(None)`) indexes a tensor on any device to the same batches",
