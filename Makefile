@@ -28,7 +28,7 @@ lock:
 	  .lock-venv/bin/pip freeze | grep -v -E '^(nvidia-|cuda-|triton==)'; } > requirements.lock
 	rm -rf .lock-venv
 
-# Mutation testing (development only, not part of CI): each module in turn, updating tests/MUTATION.md.
+# Mutation testing (development only, not part of CI): the modules in one mutmut run, updating tests/MUTATION.md.
 MODULE ?= $(filter-out common/__init__.py,$(wildcard common/*.py)) hw1/layers.py hw2/batchnorm.py hw3/model.py \
 	hw3/report.py hw3/predict.py hw4/model.py hw4/explain.py hw4/predict.py
 mutate: $(VENV)/.installed

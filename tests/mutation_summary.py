@@ -1,16 +1,20 @@
-"""`make mutate`: mutation testing (mutmut) one module at a time, each run updating the committed summary
-tests/MUTATION.md (killed, timed out, survived per module, and the survivors by name)."""
+"""`make mutate`: mutation testing (mutmut) of the modules named, in one mutmut run, updating their rows of
+the committed summary tests/MUTATION.md (killed, timed out, survived per module, and the survivors by name)
+and its line on the last run (modules, mutants, minutes, machine)."""
 
 import argparse
 import ast
 import json
 import re
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "tests" / "MUTATION.md"
+LAST_RUN = "Last run:"
 HEADER = ["module", "mutants", "killed", "timed out", "survived", "equivalent", "not checked", "caught"]
 # Survivors that no test on a CPU-only machine can tell apart from the original, each with the reason;
 # they are left out of the caught share.
@@ -101,6 +105,32 @@ EQUIVALENT = {
     "common.cli.x_start_eval__mutmut_21": "force=None is falsy, as False is",
     "common.cli.xǁHelpWithDefaultsǁ_get_help_string__mutmut_13": ("with no help text, 'default' is in neither '' nor "
                                                                  "'XXXX'"),
+    **{f"common.cifar.x__cached__mutmut_{n}": ("only the cache file's name changes: it is still one entry per list "
+       "of files and their bytes") for n in (22, 23, 30)},
+    **{f"common.cifar.x__cached__mutmut_{n}": WEIGHTS_ONLY for n in (33, 35)},
+    "common.cifar.x__cached__mutmut_5": "a limit equal to the size keeps every index in order: the same set",
+    **{f"common.cifar.x__decode_all__mutmut_{n}": ("every image is checked to be exactly 32x32 first: 1024 pixels, "
+       "within either limit") for n in (24, 25)},
+    **{f"common.cifar.x__detect_format__mutmut_{n}": ("_where names the image folder for any format but "
+       "'torchvision', and the torchvision folder whatever the split") for n in (67, 76, 80, 81)},
+    "common.cifar.x__download__mutmut_1": "made=None is falsy, as False is",
+    **{f"common.cifar.x__read_batches__mutmut_{n}": INT64 for n in (76, 78)},
+    "common.cifar.x__unpickle__mutmut_8": "codec names ignore case",
+    "common.cifar.x_load_cifar10__mutmut_53": "a limit equal to the size keeps every file in order: the same list",
+    "common.cli.x_add_training_args__mutmut_36": "number() reads a float for any kind but int, None included",
+    "common.cli.x_make_parser__mutmut_11": "argparse's default is None anyway",
+    "common.cli.x_number__mutmut_22": "for kind float, kind(text) is float(text)",
+    "common.cli.xǁHelpWithDefaultsǁ_get_help_string__mutmut_15": ("argparse asks for the help string only of an "
+                                                                 "option that has help text"),
+    **{f"hw1.layers.xǁLinearǁbackward__mutmut_{n}": ("any two distinct keys keep W's and b's moments apart, and no "
+       "other code reads them") for n in (22, 23, 31, 32)},
+    **{f"hw2.batchnorm.{name}": ("the element count is a multiple of the channel count, so true division gives "
+       "the same whole number, as a float, in the same arithmetic") for name in (
+        "x_batchnorm_backward__mutmut_13", "x_batchnorm_backward_graph__mutmut_8", "x_batchnorm_forward__mutmut_43",
+        "x_check_input__mutmut_11")},
+    "hw2.batchnorm.x_per_channel__mutmut_3": "a (C, 1, ...) view broadcasts over the batch as (1, C, 1, ...) does",
+    **{f"hw2.batchnorm.xǁBatchNormǁ__init____mutmut_{n}": INT64 for n in (44, 47)},
+    **{f"hw2.batchnorm.xǁBatchNormǁ__init____mutmut_{n}": ON_THE_CPU for n in (45, 48)},
     "hw3.model.x_config_problem__mutmut_91": "a config without members is valid with either default, both in 1-16",
     "hw3.model.x_load_model__mutmut_17": ON_THE_CPU,
     "hw3.model.xǁAirbenchNetǁ__init____mutmut_10": "a Conv2d has a bias by default",
@@ -177,12 +207,15 @@ def module_row(module: str) -> tuple[list[str], list[str]]:
     return [f"`{module}`", str(len(codes)), *map(str, counts.values()), f"{caught:.1%}"], survivors
 
 
-def update_summary(module: str) -> None:
-    """Replace (or add) `module`'s row and survivors in tests/MUTATION.md, keeping the other modules'."""
-    rows, survivors = {}, {}
+def update_summary(module: str, last_run: str | None = None) -> None:
+    """Replace (or add) `module`'s row and survivors in tests/MUTATION.md, keeping the other modules', and
+    the line on the last run (replaced by `last_run` if given)."""
+    rows, survivors, kept_run = {}, {}, ""
     if SUMMARY.exists():
         for line in SUMMARY.read_text().splitlines():
-            if line.startswith("| `"):
+            if line.startswith(LAST_RUN):
+                kept_run = line
+            elif line.startswith("| `"):
                 rows[line.split("`")[1]] = line
             elif line.startswith("- `") and " survived: " in line:
                 survivors[line.split("`")[1]] = line
@@ -192,12 +225,13 @@ def update_summary(module: str) -> None:
     lines = ["# Mutation testing", "",
              "`make mutate MODULE=common/metrics.py` runs mutmut on one module with the unit tests (setup.cfg's",
              "selection, less the tests marked `script`, which run whole scripts) and updates its row; `make mutate`",
-             "runs every module of common/ and the hw modules the Makefile names in turn. A timed-out mutant made the",
-             "tests loop or slow down past mutmut's limit, so it counts as caught (mutmut forks a process per",
-             "mutant, so `make mutate` sets OMP_NUM_THREADS=1: a forked torch thread pool can hang, which read as",
-             "timeouts). An equivalent survivor is one that no test on a CPU-only machine can tell apart, with the",
-             "reason below; the caught share leaves those out. `mutmut show NAME` prints a survivor.",
-             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
+             "runs every module of common/ and the hw modules the Makefile names, in one mutmut run. A timed-out",
+             "mutant made the tests loop or slow down past mutmut's limit, so it counts as caught (mutmut forks a",
+             "process per mutant, so `make mutate` sets OMP_NUM_THREADS=1: a forked torch thread pool can hang,",
+             "which read as timeouts). An equivalent survivor is one that no test on a CPU-only machine can tell",
+             "apart, with the reason below; the caught share leaves those out. `mutmut show NAME` prints a survivor.",
+             "", *([last_run or kept_run, ""] if last_run or kept_run else []),
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
              *(rows[m] for m in sorted(rows)), "", "Survivors:", *(survivors[m] for m in sorted(survivors)),
              "", "Equivalent:", *(f"- `{name}`: {why}" for name, why in sorted(EQUIVALENT.items()))]
     SUMMARY.write_text("\n".join(lines) + "\n")
@@ -209,21 +243,38 @@ def has_functions(module: str) -> bool:
     return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) for node in ast.walk(tree))
 
 
+def machine_class() -> str:
+    """The CPU's name, its core count and the instruction set torch uses, for the last-run line."""
+    import torch
+    sys.path.insert(0, str(ROOT))
+    from common.device import processor_name
+    return f"{os.cpu_count()} cores of {processor_name()}, torch capability {torch.backends.cpu.get_cpu_capability()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("modules", nargs="+", help="source files to mutate, e.g. common/metrics.py")
     args = parser.parse_args()
-    for module in args.modules:
-        if not has_functions(module):
-            print(f"=== mutmut: {module} defines no functions, nothing to mutate ===", flush=True)
-            continue
-        dotted = re.sub(r"\.py$", "", module).replace("/", ".")
-        print(f"=== mutmut: {module} ===", flush=True)
-        status = subprocess.run([sys.executable, "-m", "mutmut", "run", f"{dotted}.*"], cwd=ROOT).returncode
-        if status != 0:
-            sys.exit(f"error: mutmut failed on {module} (exit status {status})")
-        update_summary(module)
+    modules = [m for m in args.modules if has_functions(m)]
+    for module in sorted(set(args.modules) - set(modules)):
+        print(f"=== mutmut: {module} defines no functions, nothing to mutate ===", flush=True)
+    if not modules:
+        return
+    # one mutmut run for them all: its stats, clean-test and forced-failure runs are paid once
+    patterns = [re.sub(r"\.py$", "", module).replace("/", ".") + ".*" for module in modules]
+    print(f"=== mutmut: {', '.join(modules)} ===", flush=True)
+    began = time.perf_counter()
+    status = subprocess.run([sys.executable, "-m", "mutmut", "run", *patterns], cwd=ROOT).returncode
+    if status != 0:
+        sys.exit(f"error: mutmut failed (exit status {status})")
+    minutes = (time.perf_counter() - began) / 60
+    mutants = sum(len(json.loads((ROOT / "mutants" / f"{m}.meta").read_text())["exit_code_by_key"]) for m in modules)
+    last_run = (f"{LAST_RUN} {len(modules)} module{'s' * (len(modules) > 1)}, {mutants} mutants in {minutes:.0f} "
+                f"min on {machine_class()}.")
+    for module in modules:
+        update_summary(module, last_run)
         print(f"updated {SUMMARY.relative_to(ROOT)}: " + SUMMARY.read_text().split(f"`{module}` |")[1].split("\n")[0])
+    print(last_run)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def distinct_pixels(height: int, width: int) -> np.ndarray:
 
 # --- read_image -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".png", ".bmp"])  # torchvision decodes PNG; BMP goes to Pillow
-def test_an_image_reads_as_its_exact_rgb_pixels_channels_first(tmp_path, suffix):
+def test_an_image_reads_as_its_exact_rgb_pixels_channels_first(tmp_path, monkeypatch, suffix):
+    if suffix == ".png":  # torchvision's decoder reads it; Pillow is only the fallback
+        monkeypatch.setattr(cifar, "_decode_with_pillow", lambda path: pytest.fail("decoded by Pillow"))
     pixels = distinct_pixels(30, 40)
     Image.fromarray(pixels).save(tmp_path / f"a{suffix}")
     image = read_image(tmp_path / f"a{suffix}", max_pixels=1200)
@@ -33,8 +35,9 @@ def test_an_image_reads_as_its_exact_rgb_pixels_channels_first(tmp_path, suffix)
 
 def test_a_grey_image_reads_as_three_equal_channels_and_a_gif_as_its_first_frame(tmp_path):
     grey = distinct_pixels(8, 8)[..., 0]
-    Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
-    assert torch.equal(read_image(tmp_path / "grey.png", max_pixels=64), torch.from_numpy(grey).expand(3, 8, 8))
+    for suffix in (".png", ".bmp"):  # each decoder makes it RGB
+        Image.fromarray(grey, mode="L").save(tmp_path / f"grey{suffix}")
+        assert torch.equal(read_image(tmp_path / f"grey{suffix}", max_pixels=64), torch.from_numpy(grey).expand(3, 8, 8))
     frames = [Image.new("RGB", (8, 6), colour) for colour in ((200, 10, 10), (10, 200, 10))]
     frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
     image = read_image(tmp_path / "moving.gif", max_pixels=48)
@@ -62,6 +65,9 @@ def test_an_image_over_the_pixel_limit_or_not_the_exact_size_is_refused_from_its
     with pytest.raises(UserError) as refused:
         read_image(path, max_pixels=10_000, exact=(30, 40))
     assert str(refused.value) == f"{path}: image is 40x30, expected 30x40"
+    Image.new("RGB", (1000, 1000)).save(tmp_path / "large.png")
+    with pytest.raises(UserError, match="images over 0.999999 megapixels are refused"):
+        read_image(tmp_path / "large.png", max_pixels=999_999)
 
 
 def test_each_unreadable_file_is_one_error_naming_it(tmp_path, monkeypatch):
@@ -128,7 +134,7 @@ def test_without_either_format_the_error_says_where_it_looked_and_what_to_do(tmp
     with pytest.raises(DataNotFoundError) as missing:
         load_cifar10(tmp_path, "train", fmt="torchvision", download=False)
     assert str(missing.value) == f"{tmp_path / 'cifar-10-batches-py'}: not found (--dataset-format torchvision)"
-    assert len(tried) == 2
+    assert tried == [(tmp_path, "test"), (tmp_path, "train")]
 
 
 def test_a_successful_download_is_read_in_the_torchvision_format(tmp_path, monkeypatch):
@@ -166,6 +172,16 @@ class FailingCIFAR10:
             raise self.error
 
 
+def test_a_download_that_cannot_even_make_its_folder_leaves_an_existing_one(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+
+    def refuse(folder):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cifar, "made_for_download", refuse)
+    assert cifar._download(tmp_path / "empty", "train") == "Permission denied"
+    assert (tmp_path / "empty").is_dir()  # the user's folder, though empty, is not removed
+
+
 def test_a_download_says_why_it_failed_in_one_short_line_and_leaves_nothing(tmp_path, monkeypatch):
     import torchvision.datasets
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FailingCIFAR10)
@@ -185,6 +201,42 @@ def test_a_download_says_why_it_failed_in_one_short_line_and_leaves_nothing(tmp_
     assert FailingCIFAR10.calls[-1] == (str(tmp_path / "mine"), False, True)
     FailingCIFAR10.error = None
     assert cifar._download(tmp_path / "ok", "test") is None and (tmp_path / "ok" / "cifar-10-python.tar.gz").exists()
+
+
+def test_an_image_folder_reads_only_image_files_and_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cifar10-jpeg" / "test"
+    (folder / "cat" / "extra.jpg").mkdir(parents=True)  # a folder with an image's name: not an image
+    (folder / "cat" / "notes.txt").write_text("not an image")
+    Image.fromarray(distinct_pixels(32, 32)).save(folder / "cat" / "a.PNG")  # suffixes in any case
+    data = load_cifar10(tmp_path, "test", download=False)
+    assert len(data) == 1 and data.classes == ["cat"]
+    (folder / "dog").mkdir()
+    with pytest.raises(UserError) as refused:
+        load_cifar10(tmp_path, "test", download=False)
+    assert str(refused.value) == f"{folder / 'dog'}: class folder holds no images"
+    for name in ("cat", "dog"):
+        for entry in (folder / name).iterdir():
+            entry.rmdir() if entry.is_dir() else entry.unlink()
+        (folder / name).rmdir()
+    with pytest.raises(UserError) as refused:
+        load_cifar10(tmp_path, "test", download=False)
+    assert str(refused.value) == f"{folder}: no class folders (expected {folder}/<class>/<image>)"
+
+
+def test_a_limit_takes_images_evenly_spread_in_either_format_and_caches_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    place_batches(tmp_path, ["test_batch"])
+    whole = cifar._read_batches(tmp_path / cifar.TORCHVISION_DIR, "test")
+    limited = load_cifar10(tmp_path, "test", fmt="torchvision", limit=3)
+    assert torch.equal(limited.images, whole.images[[0, 5, 11]]) and not (tmp_path / "cache").exists()
+    folder = tmp_path / "cifar10-jpeg" / "test" / "cat"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(distinct_pixels(32, 32) + i).save(folder / f"{i:02d}.png")
+    limited = load_cifar10(tmp_path, "test", fmt="imagefolder", limit=3)
+    expected = torch.stack([torch.from_numpy(distinct_pixels(32, 32) + i).permute(2, 0, 1) for i in (0, 5, 11)])
+    assert torch.equal(limited.images, expected) and not (tmp_path / "cache").exists()
 
 
 # --- python batches -----------------------------------------------------------------------------------
@@ -223,6 +275,12 @@ def test_a_batch_of_the_wrong_type_shape_or_labels_is_refused(tmp_path, data, la
         cifar._read_batches(folder, "test")
     assert str(refused.value) == (f"{folder / 'test_batch'}: not a CIFAR-10 python batch (expected uint8 'data' of "
                                   "shape (N, 3072) and N 'labels' below 3)")
+
+
+def test_a_python_2_pickle_reads_its_byte_strings_as_latin_1(tmp_path):
+    # what CIFAR-10's own files are: protocol 2, names as byte strings (SHORT_BINSTRING)
+    (tmp_path / "batches.meta").write_bytes(b"\x80\x02}U\x0blabel_names]U\x03\xe9t\xe9as.")
+    assert cifar._unpickle(tmp_path / "batches.meta") == {"label_names": ["\xe9t\xe9"]}
 
 
 def test_python_batches_are_read_in_order_as_channels_first_images(tmp_path):
@@ -285,12 +343,49 @@ def test_the_cache_rebuilds_a_damaged_entry_and_names_a_file_it_cannot_read(tmp_
     assert str(refused.value) == f"{tmp_path / 'absent.bin'}: cannot read (No such file or directory)"
 
 
+def test_the_cache_key_holds_a_file_over_the_image_limit_by_name_and_size_without_reading_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    images, labels = cifar_images(4, seed=0)
+    made = []
+
+    def load():
+        made.append(1)
+        return ImageSet(images, labels, CIFAR_CLASSES)
+    for size, read in ((cifar.MAX_IMAGE_BYTES, True), (cifar.MAX_IMAGE_BYTES + 1, False)):
+        path = tmp_path / f"{size}.jpg"
+        with path.open("wb") as f:
+            f.truncate(size)
+        cifar._cached([path], None, load)
+        with path.open("r+b") as f:
+            f.write(b"changed")  # the same size, other bytes
+        calls = len(made)
+        cifar._cached([path], None, load)
+        assert len(made) == calls + read  # a file read into the key makes a new key when its bytes change
+
+
+def test_a_cache_holding_pickled_objects_is_rebuilt_not_unpickled(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "x.bin").write_bytes(b"x")
+    images, labels = cifar_images(4, seed=0)
+    made = []
+
+    def load():
+        made.append(1)
+        return ImageSet(images, labels, CIFAR_CLASSES)
+    cifar._cached([tmp_path / "x.bin"], None, load)
+    (entry,) = (tmp_path / "cache").iterdir()
+    torch.save({"images": images, "labels": labels, "classes": CIFAR_CLASSES, "planted": Path("x")}, entry)
+    cifar._cached([tmp_path / "x.bin"], None, load)
+    assert made == [1, 1]  # weights_only loading refused the object, so the entry was rebuilt
+
+
 def test_a_limited_load_is_an_even_spread_and_never_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
     images, labels = cifar_images(10, seed=0)
     data = cifar._cached([], 4, lambda: ImageSet(images, labels, CIFAR_CLASSES))
     assert torch.equal(data.images, images[[0, 3, 6, 9]]) and torch.equal(data.labels, labels[[0, 3, 6, 9]])
     assert len(cifar._cached([], 10, lambda: ImageSet(images, labels, CIFAR_CLASSES))) == 10
+    assert len(cifar._cached([], 15, lambda: ImageSet(images, labels, CIFAR_CLASSES))) == 10  # never more
     assert not (tmp_path / "cache").exists()
 
 
@@ -305,4 +400,5 @@ def test_a_cached_image_set_must_be_well_formed(change):
     good = {"images": torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "labels": torch.tensor([0, 2]),
             "classes": ["a", "b", "c"]}
     assert cifar._is_image_set(ImageSet(**good))
+    assert cifar._is_image_set(ImageSet(good["images"][:1], good["labels"][:1], good["classes"]))  # one image will do
     assert not cifar._is_image_set(ImageSet(**{**good, **change}))

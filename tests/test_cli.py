@@ -49,6 +49,15 @@ def test_the_shared_options_have_their_defaults_and_help(monkeypatch):
     assert helped.endswith("--steps STEPS steps (default: five of them) --bare BARE")  # said by the help: not twice
 
 
+def test_threads_are_set_as_soon_as_the_option_is_parsed():
+    before = torch.get_num_threads()
+    try:
+        args = make_parser("demo", None).parse_args(["--threads", "1"])
+        assert args.threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_training_and_precision_options(monkeypatch):
     parser = make_parser("demo", None)
     add_training_args(parser, epochs=3, batch_size=64, lr=0.01)

@@ -186,6 +186,8 @@ def test_layers_start_with_nothing_kept_and_he_initialised_weights():
     assert layer.W.std().item() == pytest.approx((2 / 1000) ** 0.5, rel=0.01) and torch.equal(layer.b, torch.zeros(500))
     moved = layer.to("cpu")
     assert moved is layer and layer.W.shape == (1000, 500) and layer.b.shape == (500,)
+    layer.to(torch.float64)  # `to` moves both parameters, as a device would
+    assert (layer.W.dtype, layer.b.dtype) == (torch.float64, torch.float64)
 
 
 def test_relu_passes_no_gradient_at_exactly_zero_as_torch_does():

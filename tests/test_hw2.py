@@ -189,3 +189,27 @@ def test_two_values_per_channel_are_enough_to_train_on():
     assert norm(torch.randn(2, 3)).shape == (2, 3)
     with pytest.raises(ValueError, match=r"needs more than one value per channel in training mode, got input of shape \(1, 3\)"):
         norm(torch.randn(1, 3))
+
+
+def test_running_statistics_are_used_and_updated_only_as_a_pair():
+    x = torch.randn(8, 3)
+    running_mean = torch.randn(3)
+    before = running_mean.clone()
+    batchnorm_forward(x, torch.ones(3), torch.zeros(3), running_mean, None, training=True)
+    assert torch.equal(running_mean, before)  # no variance to update alongside: neither is
+    with pytest.raises(ValueError, match="eval mode needs running_mean and running_var"):
+        batchnorm_forward(x, torch.ones(3), torch.zeros(3), running_mean, None, training=False)
+
+
+def test_the_module_passes_its_own_eps_to_the_hand_written_passes():
+    x = torch.randn(8, 3, 4, 4)
+    torch.testing.assert_close(BatchNorm(3, eps=0.5)(x), nn.BatchNorm2d(3, eps=0.5)(x))
+
+
+def test_the_graph_backward_refuses_an_eval_mode_cache():
+    t = tensors((6, 4))
+    _, cache = batchnorm_forward(t["x"], t["gamma"], t["beta"], t["running_mean"], t["running_var"], training=False)
+    with pytest.raises(ValueError) as refused:
+        batchnorm_backward_graph(t["dy"], cache)
+    assert str(refused.value) == ("batchnorm_backward_graph follows the training-mode graph; use "
+                                  "batchnorm_backward")

@@ -220,6 +220,10 @@ def test_an_archive_member_that_is_a_special_file_or_over_a_cap_is_refused(tmp_p
                                         r"needs; refused$"):
         imdb._extract(tmp_path / "many.tar.gz")
     assert [p.name for p in cache.iterdir()] == [imdb._extract(tmp_path / "at_caps.tar.gz").parent.name]
+    monkeypatch.setattr(imdb, "MAX_REVIEW_BYTES", 999_999)  # the cap as written: every digit of it
+    pack(tmp_path / "one.tar.gz", {"aclImdb/train/neg/0_1.txt": bytes(1_000_000)})
+    with pytest.raises(UserError, match=r"0_1.txt is 1 MB; a review is under 0.999999 MB, so the archive is refused$"):
+        imdb._extract(tmp_path / "one.tar.gz")
 
 
 def test_a_corrupt_or_unreadable_archive_leaves_no_partial_extraction(tmp_path, cache, monkeypatch):
