@@ -54,7 +54,7 @@ EQUIVALENT = {
     **{f"common.text.x_tokenize_corpus__mutmut_{n}": "np.load refuses pickles by default (allow_pickle=False)"
        for n in (23, 25)},
     **{f"common.text.x_tokenize_corpus__mutmut_{n}": "Python's default codec is UTF-8, and codec names ignore case"
-       for n in (30, 35, 101, 106)},
+       for n in (30, 35, 101, 105, 106, 110)},
     "common.text.x_tokenize_corpus__mutmut_47": "tokens hold no whitespace, so splitting on any whitespace is "
                                                 "splitting on newlines",
     **{f"common.text.x_tokenize_corpus__mutmut_{n}": INT64 for n in (88, 90)},

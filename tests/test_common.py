@@ -658,6 +658,9 @@ def test_confusion_matrix_shows_row_rates_as_percentages(tmp_path, monkeypatch):
     matrix, bar = ax.get_window_extent(), colour_bar.get_window_extent()
     assert bar.height / matrix.height == pytest.approx(1.0, abs=0.005)  # as tall as the matrix (fraction 0.046)
     assert 0 < bar.x0 - matrix.x1 < 18  # close beside it (pad 0.04)
+    panel, key = ax.get_position(original=True), colour_bar.get_position(original=True)
+    assert key.width / panel.width == pytest.approx(0.046 / (1 - 0.046 - 0.04))  # the bar's 4.6% of the panel
+    assert (key.x0 - panel.x1) / panel.width == pytest.approx(0.04 / (1 - 0.046 - 0.04))  # 4% between them
     plot_confusion_matrix(np.array([[1, 0], [1, 1]]), ["a", "b"], tmp_path / "small.png")
     assert [(t.get_text(), t.get_color()) for t in figures["small.png"].axes[0].texts] == [
         ("100", "white"), ("0", "black"), ("50", "black"), ("50", "black")]  # half is not more than half
@@ -726,8 +729,10 @@ def test_a_compact_checkpoint_loads_as_the_full_one_within_its_int8_rounding(tmp
 
 
 def test_a_missing_checkpoint_says_which_command_makes_it_and_how_long_it_takes(tmp_path):
-    with pytest.raises(UserError, match="no such checkpoint file; train one first"):
+    with pytest.raises(UserError) as missing:
         load_checkpoint(tmp_path / "model.pt", kind="toy")
+    assert str(missing.value) == (f"{tmp_path / 'model.pt'}: no such checkpoint file; train one first (the "
+                                  "homework's train.py writes model.pt into its --out-dir)")
     write_json(tmp_path / "metrics.json", {"command": "python hw3/train.py --model airbench",
                                            "wall_seconds": 1536.7, "machine_class": "AMD EPYC, 2 threads"})
     with pytest.raises(UserError, match=r"not in git \(too large\)\. `python hw3/train.py --model airbench` "
