@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "tests" / "MUTATION.md"
-LAST_RUN = "Last run:"
+LAST_RUNS = ("Last run of every module:", "Last run:")  # the whole `make mutate`, and the latest of any size
 HEADER = ["module", "mutants", "killed", "timed out", "survived", "equivalent", "not checked", "caught"]
 # Survivors that no test on a CPU-only machine can tell apart from the original, each with the reason;
 # they are left out of the caught share.
@@ -209,16 +209,20 @@ def module_row(module: str) -> tuple[list[str], list[str]]:
 
 def update_summary(module: str, last_run: str | None = None) -> None:
     """Replace (or add) `module`'s row and survivors in tests/MUTATION.md, keeping the other modules', and
-    the line on the last run (replaced by `last_run` if given)."""
-    rows, survivors, kept_run = {}, {}, ""
+    the lines on the last runs (`last_run`, if given, replaces the one it starts like; a whole run, both)."""
+    rows, survivors, runs = {}, {}, {}
     if SUMMARY.exists():
         for line in SUMMARY.read_text().splitlines():
-            if line.startswith(LAST_RUN):
-                kept_run = line
+            if line.startswith(LAST_RUNS):
+                runs[next(p for p in LAST_RUNS if line.startswith(p))] = line
             elif line.startswith("| `"):
                 rows[line.split("`")[1]] = line
             elif line.startswith("- `") and " survived: " in line:
                 survivors[line.split("`")[1]] = line
+    if last_run:
+        if last_run.startswith(LAST_RUNS[0]):  # the whole run is also the latest
+            runs.pop(LAST_RUNS[1], None)
+        runs[next(p for p in LAST_RUNS if last_run.startswith(p))] = last_run
     row, alive = module_row(module)
     rows[module] = "| " + " | ".join(row) + " |"
     survivors[module] = f"- `{module}` survived: " + (", ".join(f"`{name.split('.')[-1]}`" for name in alive) or "none")
@@ -230,7 +234,7 @@ def update_summary(module: str, last_run: str | None = None) -> None:
              "process per mutant, so `make mutate` sets OMP_NUM_THREADS=1: a forked torch thread pool can hang,",
              "which read as timeouts). An equivalent survivor is one that no test on a CPU-only machine can tell",
              "apart, with the reason below; the caught share leaves those out. `mutmut show NAME` prints a survivor.",
-             "", *([last_run or kept_run, ""] if last_run or kept_run else []),
+             "", *(line for prefix in LAST_RUNS if prefix in runs for line in (runs[prefix], "")),
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
              *(rows[m] for m in sorted(rows)), "", "Survivors:", *(survivors[m] for m in sorted(survivors)),
              "", "Equivalent:", *(f"- `{name}`: {why}" for name, why in sorted(EQUIVALENT.items()))]
@@ -269,7 +273,10 @@ def main() -> None:
         sys.exit(f"error: mutmut failed (exit status {status})")
     minutes = (time.perf_counter() - began) / 60
     mutants = sum(len(json.loads((ROOT / "mutants" / f"{m}.meta").read_text())["exit_code_by_key"]) for m in modules)
-    last_run = (f"{LAST_RUN} {len(modules)} module{'s' * (len(modules) > 1)}, {mutants} mutants in {minutes:.0f} "
+    listed = {line.split("`")[1] for line in (SUMMARY.read_text().splitlines() if SUMMARY.exists() else [])
+              if line.startswith("| `")}
+    prefix = LAST_RUNS[0] if set(modules) >= listed else LAST_RUNS[1]
+    last_run = (f"{prefix} {len(modules)} module{'s' * (len(modules) > 1)}, {mutants} mutants in {minutes:.0f} "
                 f"min on {machine_class()}.")
     for module in modules:
         update_summary(module, last_run)

@@ -296,6 +296,17 @@ def test_python_batches_are_read_in_order_as_channels_first_images(tmp_path):
 
 
 # --- the cache ----------------------------------------------------------------------------------------
+class CountingLoad:
+    """What `_cached` calls to build an ImageSet of `images` and `labels`; counts its calls."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels, self.calls = images, labels, 0
+
+    def __call__(self) -> ImageSet:
+        self.calls += 1
+        return ImageSet(self.images, self.labels, CIFAR_CLASSES)
+
+
 def test_the_cache_is_keyed_by_the_files_and_used_instead_of_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
     files = []
@@ -304,15 +315,11 @@ def test_the_cache_is_keyed_by_the_files_and_used_instead_of_decoding(tmp_path, 
         files.append(tmp_path / name / "x.bin")
         files[-1].write_bytes(name.encode())
     images, labels = cifar_images(4, seed=0)
-    made = []
-
-    def load():
-        made.append(1)
-        return ImageSet(images, labels, CIFAR_CLASSES)
+    load = CountingLoad(images, labels)
     first = cifar._cached(files, None, load)
-    assert torch.equal(first.images, images) and made == [1] and len(list((tmp_path / "cache").iterdir())) == 1
+    assert torch.equal(first.images, images) and load.calls == 1 and len(list((tmp_path / "cache").iterdir())) == 1
     again = cifar._cached(files, None, load)
-    assert made == [1] and torch.equal(again.images, images) and torch.equal(again.labels, labels)
+    assert load.calls == 1 and torch.equal(again.images, images) and torch.equal(again.labels, labels)
     assert again.classes == CIFAR_CLASSES
     cifar._cached(files[::-1], None, load)  # another order of the same files: another key
     files[0].write_bytes(b"A")  # the same names, other bytes: another key
@@ -320,24 +327,20 @@ def test_the_cache_is_keyed_by_the_files_and_used_instead_of_decoding(tmp_path, 
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "x.bin").write_bytes(b"a")  # the same bytes and name in another folder: another key
     cifar._cached([tmp_path / "c" / "x.bin", files[1]], None, load)
-    assert made == [1, 1, 1, 1] and len(list((tmp_path / "cache").iterdir())) == 4
+    assert load.calls == 4 and len(list((tmp_path / "cache").iterdir())) == 4
 
 
 def test_the_cache_rebuilds_a_damaged_entry_and_names_a_file_it_cannot_read(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"x")
     images, labels = cifar_images(4, seed=0)
-    made = []
-
-    def load():
-        made.append(1)
-        return ImageSet(images, labels, CIFAR_CLASSES)
+    load = CountingLoad(images, labels)
     cifar._cached([tmp_path / "x.bin"], None, load)
     (entry,) = (tmp_path / "cache").iterdir()
     torch.save({"images": images, "labels": labels + 5, "classes": CIFAR_CLASSES}, entry)  # labels past the classes
-    assert torch.equal(cifar._cached([tmp_path / "x.bin"], None, load).labels, labels) and made == [1, 1]
+    assert torch.equal(cifar._cached([tmp_path / "x.bin"], None, load).labels, labels) and load.calls == 2
     entry.write_bytes(b"not a checkpoint")
-    assert torch.equal(cifar._cached([tmp_path / "x.bin"], None, load).images, images) and made == [1, 1, 1]
+    assert torch.equal(cifar._cached([tmp_path / "x.bin"], None, load).images, images) and load.calls == 3
     with pytest.raises(UserError) as refused:
         cifar._cached([tmp_path / "absent.bin"], None, load)
     assert str(refused.value) == f"{tmp_path / 'absent.bin'}: cannot read (No such file or directory)"
@@ -346,11 +349,7 @@ def test_the_cache_rebuilds_a_damaged_entry_and_names_a_file_it_cannot_read(tmp_
 def test_the_cache_key_holds_a_file_over_the_image_limit_by_name_and_size_without_reading_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
     images, labels = cifar_images(4, seed=0)
-    made = []
-
-    def load():
-        made.append(1)
-        return ImageSet(images, labels, CIFAR_CLASSES)
+    load = CountingLoad(images, labels)
     for size, read in ((cifar.MAX_IMAGE_BYTES, True), (cifar.MAX_IMAGE_BYTES + 1, False)):
         path = tmp_path / f"{size}.jpg"
         with path.open("wb") as f:
@@ -358,25 +357,21 @@ def test_the_cache_key_holds_a_file_over_the_image_limit_by_name_and_size_withou
         cifar._cached([path], None, load)
         with path.open("r+b") as f:
             f.write(b"changed")  # the same size, other bytes
-        calls = len(made)
+        calls = load.calls
         cifar._cached([path], None, load)
-        assert len(made) == calls + read  # a file read into the key makes a new key when its bytes change
+        assert load.calls == calls + read  # a file read into the key makes a new key when its bytes change
 
 
 def test_a_cache_holding_pickled_objects_is_rebuilt_not_unpickled(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"x")
     images, labels = cifar_images(4, seed=0)
-    made = []
-
-    def load():
-        made.append(1)
-        return ImageSet(images, labels, CIFAR_CLASSES)
+    load = CountingLoad(images, labels)
     cifar._cached([tmp_path / "x.bin"], None, load)
     (entry,) = (tmp_path / "cache").iterdir()
     torch.save({"images": images, "labels": labels, "classes": CIFAR_CLASSES, "planted": Path("x")}, entry)
     cifar._cached([tmp_path / "x.bin"], None, load)
-    assert made == [1, 1]  # weights_only loading refused the object, so the entry was rebuilt
+    assert load.calls == 2  # weights_only loading refused the object, so the entry was rebuilt
 
 
 def test_a_limited_load_is_an_even_spread_and_never_cached(tmp_path, monkeypatch):
