@@ -66,6 +66,17 @@ def run_main(monkeypatch, capsys, main, *argv) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def assert_help(monkeypatch, capsys, main, usage: str, lines: tuple[str, ...]) -> None:
+    """`main --help` exits 0 and shows `usage` first, then the script's docstring and each of `lines`
+    (whitespace folded, so the checks do not depend on the terminal's width)."""
+    status, out, _ = run_main(monkeypatch, capsys, main, "--help")
+    flat = " ".join(out.split())
+    assert status == 0 and flat.startswith(usage), flat
+    assert " ".join(sys.modules[main.__module__].__doc__.split()) in flat
+    for line in lines:
+        assert line in flat, line
+
+
 class FakeResponse:
     """A response of `body`, read in the sizes asked, with HTTP's case-blind headers."""
 

@@ -330,7 +330,7 @@ def test_the_cache_is_keyed_by_the_files_and_used_instead_of_decoding(tmp_path, 
     assert load.calls == 4 and len(list((tmp_path / "cache").iterdir())) == 4
 
 
-def test_the_cache_rebuilds_a_damaged_entry_and_names_a_file_it_cannot_read(tmp_path, monkeypatch):
+def test_the_cache_rebuilds_a_damaged_or_planted_entry_and_names_a_file_it_cannot_read(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
     (tmp_path / "x.bin").write_bytes(b"x")
     images, labels = cifar_images(4, seed=0)
@@ -341,6 +341,9 @@ def test_the_cache_rebuilds_a_damaged_entry_and_names_a_file_it_cannot_read(tmp_
     assert torch.equal(cifar._cached([tmp_path / "x.bin"], None, load).labels, labels) and load.calls == 2
     entry.write_bytes(b"not a checkpoint")
     assert torch.equal(cifar._cached([tmp_path / "x.bin"], None, load).images, images) and load.calls == 3
+    torch.save({"images": images, "labels": labels, "classes": CIFAR_CLASSES, "planted": Path("x")}, entry)
+    cifar._cached([tmp_path / "x.bin"], None, load)
+    assert load.calls == 4  # loaded weights-only, the planted object was refused, not unpickled: rebuilt
     with pytest.raises(UserError) as refused:
         cifar._cached([tmp_path / "absent.bin"], None, load)
     assert str(refused.value) == f"{tmp_path / 'absent.bin'}: cannot read (No such file or directory)"
@@ -360,18 +363,6 @@ def test_the_cache_key_holds_a_file_over_the_image_limit_by_name_and_size_withou
         calls = load.calls
         cifar._cached([path], None, load)
         assert load.calls == calls + read  # a file read into the key makes a new key when its bytes change
-
-
-def test_a_cache_holding_pickled_objects_is_rebuilt_not_unpickled(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSE849_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "x.bin").write_bytes(b"x")
-    images, labels = cifar_images(4, seed=0)
-    load = CountingLoad(images, labels)
-    cifar._cached([tmp_path / "x.bin"], None, load)
-    (entry,) = (tmp_path / "cache").iterdir()
-    torch.save({"images": images, "labels": labels, "classes": CIFAR_CLASSES, "planted": Path("x")}, entry)
-    cifar._cached([tmp_path / "x.bin"], None, load)
-    assert load.calls == 2  # weights_only loading refused the object, so the entry was rebuilt
 
 
 def test_a_limited_load_is_an_even_spread_and_never_cached(tmp_path, monkeypatch):
