@@ -221,12 +221,16 @@ def _batch_names(split: str) -> list[str]:
     return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for something a CIFAR-10 batch never holds."""
+
+
 class _ArraysOnly(pickle.Unpickler):
     """An unpickler that builds only what PICKLE_GLOBALS names, so a crafted file cannot run code."""
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"it asks to load {module}.{name}, which a CIFAR-10 batch never does")
+            raise _Refused(f"it asks to load {module}.{name}, which a CIFAR-10 batch never does")
         return super().find_class(module, name)
 
 
@@ -234,8 +238,10 @@ def _unpickle(path: Path) -> dict:
     """A CIFAR-10 python pickle as a dict, through `_ArraysOnly`; anything else is a UserError."""
     try:
         batch = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except pickle.UnpicklingError as err:
+    except _Refused as err:
         raise UserError(f"{path}: refused: {err}") from None
+    except pickle.UnpicklingError as err:  # a damaged or cut-off file
+        raise UserError(f"{path}: not a CIFAR-10 python batch (a damaged pickle: {err})") from None
     except Exception as err:
         raise UserError(f"{path}: not a CIFAR-10 python batch ({type(err).__name__})") from None
     if not isinstance(batch, dict):

@@ -248,7 +248,7 @@ def test_python_batches_that_are_not_a_dict_of_arrays_are_one_error_each(tmp_pat
              ("test_batch", b"", "test_batch: not a CIFAR-10 python batch (EOFError)"),
              ("test_batch", b"\x80\x09", "test_batch: not a CIFAR-10 python batch (ValueError)"),
              ("test_batch", pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [0]})[:-3],
-              "test_batch: refused: pickle data was truncated"),
+              "test_batch: not a CIFAR-10 python batch (a damaged pickle: pickle data was truncated)"),
              ("test_batch", pickle.dumps(Path("x")), "test_batch: refused: it asks to load pathlib.PosixPath, which a "
                                                      "CIFAR-10 batch never does"),
              ("batches.meta", pickle.dumps({"label_names": []}), "batches.meta: no list of class names under 'label_names'"),
