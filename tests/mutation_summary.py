@@ -5,8 +5,8 @@ and its line on the last run (modules, mutants, minutes, machine)."""
 import argparse
 import ast
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import time
