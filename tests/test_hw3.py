@@ -245,6 +245,14 @@ def corner_coded_set(n: int, classes: list[str]) -> ImageSet:
     return ImageSet(images, torch.arange(n) % len(classes), classes)
 
 
+def counted_pairs(labels: list[int], guesses: list[int], n: int) -> torch.Tensor:
+    """The (n, n) confusion matrix counted pair by pair: row the label, column the guess."""
+    counts = torch.zeros(n, n, dtype=torch.int64)
+    for label, guess in zip(labels, guesses):
+        counts[label, guess] += 1
+    return counts
+
+
 def test_evaluate_test_scores_every_image_once_in_batches_of_500_with_the_checkpoints_normalisation():
     classes = ["a", "b", "c"]
     test = corner_coded_set(1001, classes)
@@ -254,9 +262,7 @@ def test_evaluate_test_scores_every_image_once_in_batches_of_500_with_the_checkp
     report, cm, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="fp32")
     assert model.batches == [(500, False), (500, False), (1, False)]
     predicted = table.argmax(1)
-    expected_cm = torch.zeros(3, 3, dtype=torch.int64)
-    for label, guess in zip(test.labels.tolist(), predicted.tolist()):
-        expected_cm[label, guess] += 1
+    expected_cm = counted_pairs(test.labels.tolist(), predicted.tolist(), 3)
     assert torch.equal(cm, expected_cm)
     torch.testing.assert_close(probabilities, table.softmax(dim=1))
     assert report["accuracy"] == pytest.approx((predicted == test.labels).float().mean().item())
@@ -291,10 +297,7 @@ def confused_set() -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
     for i, (guess, p) in enumerate(guesses):
         probabilities[i] = (1 - p) / 2
         probabilities[i, guess] = p
-    cm = torch.zeros(3, 3, dtype=torch.int64)
-    for label, (guess, _) in zip(test.labels.tolist(), guesses):
-        cm[label, guess] += 1
-    return test, probabilities, cm
+    return test, probabilities, counted_pairs(test.labels.tolist(), [guess for guess, _ in guesses], 3)
 
 
 def shown(ax) -> list:
