@@ -27,7 +27,8 @@ def pad_batch(sequences: Sequence[np.ndarray]) -> Tensor:
 
 
 class TextBatches:
-    """Batches `(ids (B, T) int64, labels (B,))` of texts truncated to `max_len` tokens (head + tail).
+    """Batches `(ids (B, T) int64, labels (B,))` of texts truncated to `max_len` tokens (head + tail);
+    given per-text `offsets` (B,) (say, another model's log-odds), `(ids, offsets, labels)`.
 
     Training: a seeded shuffle, then texts of similar length grouped into batches within pools of
     `pool` batches, batch order shuffled. Evaluation: sorted by length. With `shard`, each torchrun
@@ -36,14 +37,15 @@ class TextBatches:
 
     def __init__(self, sequences: Sequence[np.ndarray], labels: Tensor, *, batch_size: int,
                  max_len: int, head: int, train: bool, seed: int = 0, shard: bool = False,
-                 pool: int = 50, pin: bool = False):
-        if len(sequences) != len(labels):
-            raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
+                 pool: int = 50, pin: bool = False, offsets: Tensor | None = None):
+        if len(sequences) != len(labels) or (offsets is not None and len(offsets) != len(labels)):
+            raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels"
+                             + ("" if offsets is None else f" and {len(offsets)} offsets"))
         if not 0 <= head <= max_len:
             raise ValueError(f"head {head} must lie in [0, max_len={max_len}]")
         self.sequences = [truncate(ids, max_len, head) for ids in sequences]
         self.lengths = np.array([len(ids) for ids in self.sequences])
-        self.labels = labels
+        self.labels, self.offsets = labels, offsets
         self.batch_size, self.train, self.seed, self.shard, self.pool = batch_size, train, seed, shard, pool
         self.pin = pin
         self.epoch = 0
@@ -69,11 +71,13 @@ class TextBatches:
             batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         for index in self.batches():
             if self.shard and world_size() > 1:
                 index = shard(torch.from_numpy(index), pad=self.train).numpy()
                 if len(index) == 0:
                     continue
-            ids, labels = pad_batch([self.sequences[i] for i in index]), self.labels[torch.from_numpy(index)]
-            yield (ids.pin_memory(), labels.pin_memory()) if self.pin else (ids, labels)
+            rows = torch.from_numpy(index)
+            batch = (pad_batch([self.sequences[i] for i in index]),
+                     *(() if self.offsets is None else (self.offsets[rows],)), self.labels[rows])
+            yield tuple(t.pin_memory() for t in batch) if self.pin else batch

@@ -1,4 +1,4 @@
-"""Which words decided a review: integrated gradients over the encoder's token embeddings, and the review
+"""Which words decided a review: integrated gradients over the encoders' token embeddings, and the review
 shown with each word marked by how far it pushed the decision (ANSI colour, plain markers, Markdown, PNG)."""
 
 import math
@@ -15,6 +15,7 @@ from common.ensemble import members_of, vote
 from common.plotting import new_figure, save_figure
 from common.text import Vocab, tokenize
 from common.text_batches import truncate
+from hw4.model import BaggedClassifier
 
 EMPTY = "[no words]"  # an empty review as shown; not a token the tokenizer makes, so encoded as <unk>
 LEVELS = (0.1, 0.3, 0.6)  # |attribution| / the review's largest, where a word's mark gets one step stronger
@@ -22,34 +23,48 @@ LEVELS = (0.1, 0.3, 0.6)  # |attribution| / the review's largest, where a word's
 
 @dataclass
 class Reading:
-    """A review as the model reads it: the tokens kept (head and tail of a long review), their ids, and
-    how many tokens were dropped after the first `head`."""
+    """A review as the model reads it: the tokens the encoders keep (head and tail of a long review), their
+    ids, how many tokens were dropped after the first `head`, and every token's id (what a bag reads)."""
 
     words: list[str]
     ids: Tensor  # (T,) int64
     head: int
     dropped: int
+    whole: np.ndarray | None = None  # int64, T + dropped of them
 
 
 def read_review(text: str, vocab: Vocab, max_len: int, head: int) -> Reading:
     """`text` tokenized, encoded and cut to `max_len` tokens exactly as in training and evaluation."""
     tokens = tokenize(text) or [EMPTY]  # the model reads it as one <unk>
+    whole = vocab.encode(tokens).astype(np.int64)
     kept = truncate(np.arange(len(tokens)), max_len, head)
-    words = [tokens[i] for i in kept]
-    return Reading(words, torch.from_numpy(vocab.encode(words)), head, len(tokens) - len(kept))
+    return Reading([tokens[i] for i in kept], torch.from_numpy(whole[kept]), head, len(tokens) - len(kept), whole)
 
 
-def word_attributions(model: nn.Module, ids: Tensor, target: int, steps: int = 32) -> Tensor:
+def bag_log_odds(model: nn.Module, readings: list[Reading]) -> Tensor | None:
+    """The log-odds (B,) that a model's n-gram bag gives the whole reviews; None for a model without one."""
+    return model.bag([r.whole for r in readings]) if isinstance(model, BaggedClassifier) else None
+
+
+def word_attributions(model: nn.Module, ids: Tensor, target: int, steps: int = 32,
+                      bag_z: Tensor | None = None) -> Tensor:
     """How much each token (ids (T,)) moved the log-odds of class `target`, in fp32: integrated gradients
-    over every member's token embeddings at once, from all-zero embeddings (each token as `<pad>`, the
-    attention mask unchanged); they add up to the log-odds' change along that path."""
-    members = members_of(model.eval())
+    over every encoder's token embeddings at once, from all-zero embeddings (each token as `<pad>`, the
+    attention mask unchanged); they add up to the log-odds' change along that path. A model with an
+    n-gram bag also takes the bag's log-odds of the review, `bag_z` (1,), held fixed: the words get the
+    encoders' part."""
+    bagged = isinstance(model, BaggedClassifier)
+    members = members_of(model.encoders if bagged else model.eval())
+    model.eval()
     batch = ids[None].to(next(model.parameters()).device)
     embedded = torch.stack([member.embed(batch)[0] for member in members]).detach()  # (members, T, dim)
 
     def log_odds(points: Tensor) -> Tensor:  # (N, members, T, dim) -> (N,)
         rows = batch.expand(len(points), -1)
-        log_p = vote([member(rows, points[:, m]) for m, member in enumerate(members)])
+        if bagged:
+            log_p = model(rows, bag_z.to(rows.device).expand(len(points)), points)
+        else:
+            log_p = vote([member(rows, points[:, m]) for m, member in enumerate(members)])
         others = torch.cat([log_p[:, :target], log_p[:, target + 1:]], dim=1)
         return log_p[:, target] - others.logsumexp(dim=1)
 

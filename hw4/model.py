@@ -1,6 +1,6 @@
 """A Transformer encoder for text classification: token embeddings plus sinusoidal positions, pre-norm
 blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier;
-its checkpoint kind and loading."""
+the encoders stacked on an n-gram bag; the checkpoint kind and loading."""
 
 import math
 from pathlib import Path
@@ -11,8 +11,9 @@ from torch import Tensor, nn
 
 from common import checkpoint
 from common.checkpoint import names, whole
-from common.ensemble import ensemble
+from common.ensemble import ensemble, members_of, vote
 from common.text import PAD, PAD_ID, UNK, UNK_ID
+from hw4.ngrams import NgramBag, keys_fit
 
 CHECKPOINT_KIND = "hw4-imdb-transformer"
 CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
@@ -105,10 +106,33 @@ class TransformerClassifier(nn.Module):
         return self.head(self.drop(pooled))
 
 
+class BaggedClassifier(nn.Module):
+    """Encoders stacked on an n-gram bag: the bag reads the whole review and gives its log-odds z; each
+    encoder reads the first and last tokens and, trained with z added to its own log-odds, learns what the
+    bag misses; the members vote with the probabilities of z plus theirs."""
+
+    def __init__(self, encoders: nn.Module, bag: NgramBag):
+        super().__init__()
+        self.encoders, self.bag = encoders, bag
+
+    def forward(self, ids: Tensor, bag_log_odds: Tensor, embedded: Tensor | None = None) -> Tensor:
+        """Class logits (B, 2) of reviews given as truncated ids (B, T) and the bag's log-odds (B,);
+        `embedded` (B, members, T, dim), if given, replaces each encoder's token embeddings."""
+        offset = torch.stack([-bag_log_odds, bag_log_odds], dim=1).float() / 2
+        members = members_of(self.encoders)
+        outputs = [member(ids, None if embedded is None else embedded[:, m]).float() + offset
+                   for m, member in enumerate(members)]
+        return vote(outputs) if len(outputs) > 1 else outputs[0]
+
+
 def build_model(config: dict) -> nn.Module:
-    """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), or an
-    Ensemble of `config['members']` of them."""
-    return ensemble([build_classifier(config) for _ in range(config.get("members", 1))])
+    """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), an Ensemble
+    of `config['members']` of them, stacked on an n-gram bag if the config has one (`bag_order` > 0)."""
+    encoders = ensemble([build_classifier(config) for _ in range(config.get("members", 1))])
+    if not config.get("bag_order", 0):
+        return encoders
+    return BaggedClassifier(encoders, NgramBag.empty(config["bag_features"], order=config["bag_order"],
+                                                     vocab_size=len(config["vocab"])))
 
 
 def build_classifier(config: dict) -> TransformerClassifier:
@@ -119,6 +143,7 @@ def build_classifier(config: dict) -> TransformerClassifier:
 
 
 MAX_PARAMETERS = 200_000_000  # a checkpoint asking for more (800 MB of fp32) is refused before allocating
+MAX_BAG_FEATURES = 50_000_000  # n-grams (800 MB as the bag holds them)
 
 
 def config_problem(config: dict) -> str | None:
@@ -134,6 +159,11 @@ def config_problem(config: dict) -> str | None:
     if not (whole(config["max_len"], 1, 65536) and whole(config["head"], 0, config["max_len"])
             and isinstance(config["dropout"], float) and 0 <= config["dropout"] < 1):
         return "max_len 1-65536, head 0-max_len and dropout in [0, 1) are required"
+    order = config.get("bag_order", 0)
+    if not (whole(order, 0, 3) and whole(config.get("bag_features", 0), 0, MAX_BAG_FEATURES)):
+        return f"bag_order 0-3 and bag_features 0-{MAX_BAG_FEATURES:,} are required"
+    if not keys_fit(order, len(config["vocab"])):
+        return f"1-{order}-grams of {len(config['vocab']):,} words do not fit the bag's 47-bit keys"
     parameters = config.get("members", 1) * (len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
     if parameters > MAX_PARAMETERS:
         return f"it implies {parameters:,} parameters, over the {MAX_PARAMETERS:,} a hw4 model may have"

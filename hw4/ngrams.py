@@ -35,6 +35,11 @@ def ngram_words(key: int, order: int, vocab_size: int) -> list[int]:
     return [(key // vocab_size ** (n - 1 - i)) % vocab_size for i in range(n)]
 
 
+def keys_fit(order: int, vocab_size: int) -> bool:
+    """Whether every 1- to `order`-gram of `vocab_size` words has a key below 2^47 (what a bag stores)."""
+    return sum(vocab_size ** n for n in range(1, order + 1)) <= 1 << 47
+
+
 class NgramBag(nn.Module):
     """A review's n-gram keys (from `ngram_keys`) to its log-odds: the bias plus the weight of each
     known n-gram it contains (the weight folds the log-count ratio and the regression's coefficient).
@@ -42,7 +47,7 @@ class NgramBag(nn.Module):
 
     def __init__(self, keys: Tensor, weights: Tensor, bias: float, *, order: int, vocab_size: int):
         super().__init__()
-        if sum(vocab_size ** n for n in range(1, order + 1)) > 1 << 47:
+        if not keys_fit(order, vocab_size):
             raise ValueError(f"1-{order}-grams of {vocab_size:,} words do not fit in 47-bit keys")
         self.order, self.vocab_size = order, vocab_size
         self.register_buffer("keys", keys, persistent=False)  # sorted int64, rebuilt from the halves on loading
@@ -142,3 +147,17 @@ def bag_columns(keys: Tensor, text_keys: Tensor) -> Tensor:
     position = torch.searchsorted(keys, text_keys).clamp(max=len(keys) - 1)
     return position[keys[position] == text_keys]
 
+
+
+def out_of_fold_log_odds(texts: list[np.ndarray], labels: Tensor, folds: Tensor, **options) -> Tensor:
+    """Each text's log-odds from a bag fitted without its fold (`folds`: one fold id per text), so a model
+    trained on top of them sees the bag as it reads unseen reviews; `options` go to `fit_ngram_bag`."""
+    if len(folds.unique()) < 2:
+        raise ValueError("out-of-fold log-odds need at least 2 folds")
+    log_odds = torch.zeros(len(texts))
+    for fold in folds.unique().tolist():
+        held = (folds == fold).nonzero().ravel().tolist()
+        kept = (folds != fold).nonzero().ravel()
+        bag = fit_ngram_bag([texts[i] for i in kept.tolist()], labels[kept], **options)
+        log_odds[held] = bag([texts[i] for i in held])
+    return log_odds

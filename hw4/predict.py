@@ -17,7 +17,7 @@ from common.errors import UserError
 from common.imdb import read_review_file
 from common.text import UNK_ID, Vocab
 from common.text_batches import pad_batch
-from hw4.explain import as_ansi, as_markers, plot_words, read_review, word_attributions
+from hw4.explain import as_ansi, bag_log_odds, as_markers, plot_words, read_review, word_attributions
 from hw4.model import load_model
 
 
@@ -53,13 +53,16 @@ def main() -> None:
             print(f"warning: {name}: none of its words is in the model's vocabulary, so the model reads only "
                   "unknown-word tokens; its score says nothing about the review", file=sys.stderr)
     with torch.no_grad():
-        probabilities = model(pad_batch([r.ids for r in readings]).to(device)).float().softmax(dim=1).cpu()
+        bag_z = bag_log_odds(model, readings)
+        batch = [pad_batch([r.ids for r in readings]).to(device)] + ([] if bag_z is None else [bag_z])
+        probabilities = model(*batch).float().softmax(dim=1).cpu()
     top = probabilities.topk(min(args.top, probabilities.shape[1]), dim=1)
     for (name, _), values, indices in zip(inputs, top.values, top.indices):
         ranked = zip(values.tolist(), indices.tolist())
         print(f"{name}: " + ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in ranked))
     if args.explain or args.explain_png:
-        scores = [word_attributions(model, r.ids, target=1) for r in readings]  # toward classes[1], positive
+        scores = [word_attributions(model, r.ids, target=1, bag_z=None if bag_z is None else bag_z[[i]])
+                  for i, r in enumerate(readings)]  # toward classes[1], positive
         labels = top.indices[:, 0].tolist()
         titles = [f"{config['classes'][label]} {p[label]:.3f}" for p, label in zip(probabilities, labels)]
     if args.explain:

@@ -17,7 +17,8 @@ from common.plotting import plot_confusion_matrix
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
-from hw4.explain import Reading, marked_words, read_review, word_attributions
+from hw4.explain import Reading, bag_log_odds, marked_words, read_review, word_attributions
+from hw4.model import BaggedClassifier
 
 
 def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torch.device,
@@ -26,9 +27,9 @@ def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torc
     matrix and the class probabilities (in `test`'s order), for reviews tokenized and truncated as in
     training."""
     ids = Vocab(config["vocab"]).encode_corpus(tokenize_corpus(test.texts, quiet=quiet))
-    loader = TextBatches(ids, test.labels, batch_size=256, max_len=config["max_len"], head=config["head"],
-                         train=False)
     began = time.perf_counter()
+    loader = TextBatches(ids, test.labels, batch_size=256, max_len=config["max_len"], head=config["head"],
+                         train=False, offsets=model.bag(ids).cpu() if isinstance(model, BaggedClassifier) else None)
     logits, labels = predict(model, loader, device=device, precision=precision)
     cm = confusion_matrix(logits.argmax(1), labels, len(config["classes"]))
     report = classification_report(cm, config["classes"])
@@ -83,7 +84,7 @@ def mistakes_report(model: nn.Module, config: dict, test: Reviews, probabilities
         for index in chosen.tolist():
             reading = read_review(test.texts[index], vocab, limit, config["head"])
             guess = int(predicted[index])
-            scores = word_attributions(model, reading.ids, target=guess)
+            scores = word_attributions(model, reading.ids, target=guess, bag_z=bag_log_odds(model, [reading]))
             drivers = scores.argsort(descending=True)[:6].tolist()
             lines += ["", f"## {classes[true]} review #{index}, read as {classes[guess]} "
                           f"({confidence[index]:.3f})", "",

@@ -21,13 +21,14 @@ from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
 from common.ensemble import ensemble, fit_member, mean_throughput, validation_record, write_training_record
 from common.errors import UserError
-from common.imdb import CLASSES, load_imdb
+from common.imdb import CLASSES, Reviews, load_imdb
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
-from hw4.model import CHECKPOINT_KIND, build_classifier
+from hw4.model import CHECKPOINT_KIND, BaggedClassifier, build_classifier
+from hw4.ngrams import NgramBag, fit_ngram_bag, out_of_fold_log_odds
 from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
 
 
@@ -51,10 +52,12 @@ class Recipe:
     ff_mult: int = 4              # feed-forward width / model width
     dropout: float = 0.2
     members: int = 3              # encoders trained in turn (seeds seed, seed+1, ...), probabilities averaged
+    bag_order: int = 0            # the n-gram bag under the encoders reads 1- to this-grams (0: no bag)
 
 
 RECIPE = Recipe()  # chosen on the movie-held-out validation split (see hw4/README.md)
-MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
+MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head", "bag_order")
+BAG_FOLDS = 5  # the encoders train on the bag's out-of-fold log-odds, folds made of whole movies
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,6 +81,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dropout", type=fraction, help="on embeddings, each block's branches and the pooled vector")
     parser.add_argument("--members", type=positive(),
                         help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
+    parser.add_argument("--bag-order", type=number(int, 0, 3),
+                        help="an n-gram bag (NBSVM, hw4/ngrams.py) of 1- to this-grams under the encoders, "
+                             "which learn what it misses (0: no bag)")
     parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
                         help="training reviews held out for validation, by whole movies (0: train on all; "
                              "with --limit alone, a tenth of the limit)")
@@ -118,22 +124,24 @@ def main() -> None:
         "train_reviews": len(train_idx), "val_reviews": len(val_idx), "test_reviews": len(test)})
     vocab = Vocab.build(corpus, train_idx.numpy(), min_count=args.min_count, max_size=args.max_vocab)
     ids = vocab.encode_corpus(corpus)
+    bag, log_odds = fit_bag(ids, reviews, train_idx, val_idx, args.bag_order, len(vocab))
 
     def batches(index: torch.Tensor, train: bool, seed: int = args.seed) -> TextBatches:
         return TextBatches([ids[i] for i in index.tolist()], reviews.labels[index], train=train, shard=True,
                            batch_size=args.batch_size if train else 256, max_len=args.max_len,
-                           head=args.head, seed=seed, pin=device.type == "cuda")
+                           head=args.head, seed=seed, pin=device.type == "cuda",
+                           offsets=None if bag is None else log_odds[index])
     val_loader = batches(val_idx, False) if len(val_idx) else None
 
     config = {"vocab": vocab.words, "classes": CLASSES, "members": args.members,
-              **{k: getattr(args, k) for k in MODEL_KEYS}}
+              "bag_features": 0 if bag is None else len(bag.keys), **{k: getattr(args, k) for k in MODEL_KEYS}}
     members, histories = [], []
     for member in range(args.members):  # each from its own seed: initial weights, order, dropout
         model, member_history = train_member(args, member, config, batches(train_idx, True, args.seed + member),
-                                             val_loader, device)
-        members.append(model)
+                                             val_loader, device, bag)
+        members.append(model if bag is None else model.encoders)
         histories.append(member_history)
-    model = ensemble(members)
+    model = ensemble(members) if bag is None else BaggedClassifier(ensemble(members), bag)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
     if is_main():  # one process tests once and writes the results, all together at the end
         report, cm, probabilities = evaluate_test(model, config, test, device=device, precision=args.precision,
@@ -158,11 +166,35 @@ def main() -> None:
     teardown()
 
 
+def fit_bag(ids: list, reviews: Reviews, train_idx: torch.Tensor, val_idx: torch.Tensor, order: int,
+            vocab_size: int) -> tuple[NgramBag | None, torch.Tensor | None]:
+    """The n-gram bag fitted on the training reviews, and every review's bag log-odds: out of fold (BAG_FOLDS
+    folds of whole movies) for training reviews, from the bag for the others; (None, None) for order 0."""
+    if order == 0:
+        return None, None
+    began = time.perf_counter()
+    train_ids, labels = [ids[i] for i in train_idx.tolist()], reviews.labels[train_idx]
+    bag = fit_ngram_bag(train_ids, labels, order=order, vocab_size=vocab_size)
+    log_odds = torch.zeros(len(ids))
+    log_odds[val_idx] = bag([ids[i] for i in val_idx.tolist()])
+    folds = reviews.groups[train_idx].unique(return_inverse=True)[1] % BAG_FOLDS
+    if len(folds.unique()) < 2:
+        raise UserError("--bag-order needs training reviews from at least 2 movies (blocks of review ids)")
+    log_odds[train_idx] = out_of_fold_log_odds(train_ids, labels, folds, order=order, vocab_size=vocab_size)
+    if is_main():
+        print(f"n-gram bag: {len(bag.keys):,} 1-{order}-grams, and out-of-fold log-odds from {BAG_FOLDS} more "
+              f"({time.perf_counter() - began:.0f} s)", flush=True)
+    return bag, log_odds
+
+
 def train_member(args, member: int, config: dict, train_loader: TextBatches, val_loader: TextBatches | None,
-                 device: torch.device) -> tuple[nn.Module, dict]:
-    """Train one encoder (seeded with args.seed + member) through common's loop; returns it and its history."""
+                 device: torch.device, bag: NgramBag | None) -> tuple[nn.Module, dict]:
+    """Train one encoder (seeded with args.seed + member), on top of `bag` if given, through common's loop;
+    returns it and its history."""
     seed_everything(args.seed + member)
     model = build_classifier(config).to(device)
+    if bag is not None:  # the bag's log-odds come with the batches; its weights stay as fitted
+        model = BaggedClassifier(model, bag.to(device))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},

@@ -73,6 +73,11 @@ FIGURES = [
      "hw4/results/selection/baseline_vocab52k.json", lambda m: [
          pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"]),
          f"{m['peak_rss_gb']:.1f} GB"]),
+    ("hw4/README.md", "| `bag_late_fusion` |", "hw4/results/selection/bag_late_fusion.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])]),
+    *[("hw4/README.md", f"| `{run}` |", f"hw4/results/selection/{run}.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"]),
+        f"{m['peak_rss_gb']:.1f} GB"]) for run in ("bag_residual_m1", "bag_residual_m1_e1")],
     ("hw4/README.md", "| 1.0 |", "hw4/results/baseline/metrics.json", lambda m: [
         pct(g["val_acc"]) for g in m["grid"] if g["alpha"] == 1.0]),
     ("README.md", "hw3/eval.py` gave", "hw3/results/selection/eval_fp32_avx2.json",

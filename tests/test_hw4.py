@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import common.text as text
-from common.ensemble import Ensemble
+from common.ensemble import Ensemble, members_of
 from common.errors import DataNotFoundError, UserError
 import common.imdb as imdb
 from common.imdb import load_imdb
@@ -23,12 +23,13 @@ from hw4.explain import Reading, as_ansi, as_markers, plot_words, read_review, w
 import hw4.explain
 import hw4.predict
 from common.checkpoint import save_checkpoint
-from hw4.model import (CHECKPOINT_KIND, MultiHeadSelfAttention, TransformerClassifier, build_model, load_model,
-                       sinusoidal_positions)
-from hw4.ngrams import NgramBag, fit_ngram_bag, ngram_keys, ngram_words
+from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, MultiHeadSelfAttention,
+                       TransformerClassifier, build_model, config_problem, load_model, sinusoidal_positions)
+from hw4.ngrams import NgramBag, fit_ngram_bag, keys_fit, ngram_keys, ngram_words, out_of_fold_log_odds
 from hw4.report import evaluate_test
 from tests.conftest import (NEGATIVE_WORDS, assert_drawn, assert_help, capture_figures, check_ensemble_run,
-                            check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script)
+                            check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script,
+                            write_imdb_folder)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -292,6 +293,21 @@ def test_head_may_be_anything_from_0_to_max_len(head):
     assert next(iter(loader))[0].tolist() == [list(range(head)) + list(range(10 - 4 + head, 10))]
 
 
+def test_batches_carry_each_text_s_offset_beside_its_label():
+    sequences = [np.arange(2, 2 + n) for n in (5, 2, 9, 4, 7)]
+    labels, offsets = torch.tensor([0, 1, 0, 1, 1]), torch.tensor([0.5, -1.0, 2.0, 3.0, -4.0])
+    for train in (True, False):
+        loader = TextBatches(sequences, labels, offsets=offsets, batch_size=2, max_len=6, head=2, train=train)
+        seen = []
+        for (ids, batch_offsets, batch_labels), index in zip(loader, loader.batches()):
+            assert torch.equal(batch_offsets, offsets[index]) and torch.equal(batch_labels, labels[index])
+            assert ids.shape[0] == len(index)
+            seen += index.tolist()
+        assert sorted(seen) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="5 sequences but 5 labels and 4 offsets"):
+        TextBatches(sequences, labels, offsets=offsets[:4], batch_size=2, max_len=6, head=2, train=False)
+
+
 def test_batches_refuse_mismatched_labels_and_a_head_beyond_max_len():
     with pytest.raises(ValueError, match=r"^2 sequences but 1 labels$"):
         TextBatches([np.arange(3)] * 2, torch.tensor([1]), batch_size=1, max_len=4, head=2, train=False)
@@ -399,7 +415,6 @@ def test_embeddings_start_small_with_a_zero_padding_row():
 
 
 def test_checkpoint_configs_are_checked_at_each_limit():
-    from hw4.model import config_problem
     good = {"vocab": ["<pad>", "<unk>", "a"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
             "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2}
     vocab = "vocab must be a list of 2 to 1,000,000 words starting with <pad>, <unk>"
@@ -537,6 +552,52 @@ def test_ngram_bag_s_parts_add_up_to_its_log_odds():
     assert len(strongest.keys) == 3 and (2, 3) in [tuple(ngram_words(int(k), 2, 30)) for k in strongest.keys]
 
 
+def test_out_of_fold_log_odds_come_from_a_bag_fitted_without_the_text_s_fold():
+    texts, labels = toy_ngram_task(30)
+    folds = torch.arange(200) % 3
+    log_odds = out_of_fold_log_odds(texts, labels, folds, order=2, vocab_size=30, min_df=1)
+    for fold in range(3):
+        held = (folds == fold).nonzero().ravel().tolist()
+        kept = (folds != fold).nonzero().ravel()
+        bag = fit_ngram_bag([texts[i] for i in kept.tolist()], labels[kept], order=2, vocab_size=30, min_df=1)
+        torch.testing.assert_close(log_odds[held], bag([texts[i] for i in held]))
+    assert ((log_odds > 0).long() == labels).all()  # the deciding bigram is learned without the text itself
+    assert not torch.allclose(log_odds, toy_bag(30)(texts))  # a bag that saw the texts gives other log-odds
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        out_of_fold_log_odds(texts, labels, torch.zeros(200, dtype=torch.int64), order=2, vocab_size=30)
+
+
+def test_encoders_on_a_bag_add_its_log_odds_to_each_member_s_then_vote():
+    torch.manual_seed(0)
+    members = [TransformerClassifier(30, dim=16, layers=1, heads=2, max_len=12).eval() for _ in range(2)]
+    ids, z = torch.randint(2, 30, (3, 7)), torch.tensor([2.0, -1.0, 0.0])
+    one = BaggedClassifier(members[0], NgramBag.empty(0, order=1, vocab_size=30))(ids, z)
+    plain = members[0](ids)
+    torch.testing.assert_close(one[:, 1] - one[:, 0], plain[:, 1] - plain[:, 0] + z)
+    torch.testing.assert_close(one.sum(1), plain.sum(1))  # z is split evenly between the two classes
+    both = BaggedClassifier(Ensemble(members), NgramBag.empty(0, order=1, vocab_size=30))(ids, z)
+    positive = torch.stack([torch.sigmoid(m(ids)[:, 1] - m(ids)[:, 0] + z) for m in members]).mean(0)
+    torch.testing.assert_close(both.exp(), torch.stack([1 - positive, positive], 1), atol=1e-5, rtol=0)
+
+
+def test_checkpoint_configs_with_a_bag_build_it_and_are_checked():
+    config = {"vocab": ["<pad>", "<unk>"] + [f"w{i}" for i in range(28)], "classes": ["neg", "pos"], "dim": 8,
+              "layers": 1, "heads": 2, "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2, "members": 2}
+    assert isinstance(build_model(config), Ensemble) and config_problem(config) is None  # no bag: as before
+    bagged = build_model({**config, "bag_order": 3, "bag_features": 7})
+    assert isinstance(bagged, BaggedClassifier) and isinstance(bagged.encoders, Ensemble)
+    assert len(bagged.bag.keys) == 7 and bagged.bag.order == 3 and bagged.bag.vocab_size == 30
+    assert config_problem({**config, "bag_order": 3, "bag_features": 0}) is None
+    assert config_problem({**config, "bag_order": 3, "bag_features": MAX_BAG_FEATURES}) is None
+    for bad in ({"bag_order": 4}, {"bag_order": -1}, {"bag_order": 2.0}, {"bag_order": 3, "bag_features": -1},
+                {"bag_order": 3, "bag_features": MAX_BAG_FEATURES + 1}):
+        assert "bag_order 0-3 and bag_features" in config_problem({**config, "bag_features": 5, **bad})
+    big = {**config, "vocab": config["vocab"] + [f"v{i}" for i in range(52_000)], "dim": 2, "heads": 1}
+    assert config_problem({**big, "bag_order": 2, "bag_features": 1}) is None
+    assert "do not fit the bag's 47-bit keys" in config_problem({**big, "bag_order": 3, "bag_features": 1})
+    assert keys_fit(3, 52_000) and not keys_fit(3, 52_030) and keys_fit(2, 10_000_000)
+
+
 def test_ngram_bag_reaches_the_optimum_autograd_finds_on_dense_features():
     bag = toy_bag(30)
     texts, labels = toy_ngram_task(30)
@@ -601,6 +662,24 @@ def test_word_attributions_add_up_to_the_log_odds_change_and_skip_unknown_words(
     coarse = word_attributions(model, ids, target=1)  # 32 steps by default: the path's sum is a little less exact
     assert torch.equal(coarse, word_attributions(model, ids, target=1, steps=32))
     assert not torch.equal(coarse, toward_positive)
+
+
+def test_word_attributions_of_encoders_on_a_bag_add_up_to_their_part_of_the_log_odds():
+    torch.manual_seed(0)
+    encoders = Ensemble([TransformerClassifier(30, dim=16, layers=2, heads=2, max_len=12) for _ in range(2)])
+    model = BaggedClassifier(encoders, toy_bag(30)).eval()
+    ids, z = torch.tensor([5, 9, UNK_ID, 12, 3, 27, 8]), torch.tensor([1.5])
+    scores = word_attributions(model, ids, target=1, steps=64, bag_z=z)
+    with torch.no_grad():  # blank: every member's embeddings zero, the bag's log-odds as they are
+        blank, full = model(ids[None], z, torch.zeros(1, 2, 7, 16)), model(ids[None], z)
+    change = float((full[0, 1] - full[0, 0]) - (blank[0, 1] - blank[0, 0]))
+    assert scores[2] == 0 and float(scores.sum()) == pytest.approx(change, abs=1e-3) and abs(change) > 0.01
+    # the members vote with the probabilities of z plus theirs, so z changes what the words add; for one
+    # encoder it adds to the log-odds and changes nothing
+    assert (word_attributions(model, ids, target=1, steps=64, bag_z=z - 3) - scores).abs().max() > 1e-3
+    one = BaggedClassifier(encoders.members[0], toy_bag(30)).eval()
+    torch.testing.assert_close(word_attributions(one, ids, target=1, bag_z=z - 3),
+                               word_attributions(one, ids, target=1, bag_z=z), atol=1e-5, rtol=0)
 
 
 def test_strengths_are_steps_of_each_score_against_the_largest():
@@ -828,6 +907,26 @@ def test_resume_after_ctrl_c_in_epoch_3_ends_as_the_uninterrupted_run(trained, t
 def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir, tmp_path):
     args = ["--data-dir", imdb_dir, *TINY, "--epochs", "2", "--members", "2"]
     check_ensemble_run("hw4", args, imdb_dir, tmp_path / "ensemble", {"CSE849_CACHE": str(tmp_path / "c")})
+
+
+@pytest.mark.script
+def test_encoders_on_an_n_gram_bag_train_save_evaluate_resume_and_predict(tmp_path):
+    data_dir = write_imdb_folder(tmp_path / "imdb", {"train": 30, "test": 10}, id_step=250)  # 60 movies
+    env = {"CSE849_CACHE": str(tmp_path / "c")}
+    out = tmp_path / "bagged"
+    args = ["--data-dir", data_dir, *TINY, "--epochs", "2", "--members", "2", "--bag-order", "2"]
+    check_ensemble_run("hw4", args, data_dir, out, env)
+    assert "1-2-grams, and out-of-fold log-odds from 5 more" in run_script(
+        "hw4/train.py", *args, "--out-dir", tmp_path / "again", env=env).stdout
+    model, config = load_model(out / "model_int8.pt", torch.device("cpu"))
+    assert isinstance(model, BaggedClassifier) and config["bag_order"] == 2 and config["bag_features"] > 20
+    assert len(model.bag.keys) == config["bag_features"] and len(members_of(model.encoders)) == 2
+    result = run_script("hw4/predict.py", "awful boring terrible waste", "superb, loved it, brilliant", "--explain",
+                        "--checkpoint", out / "model_int8.pt", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('"awful boring terrible waste": neg ') and lines[1].startswith('"superb, loved it')
+    assert " pos " in lines[1] and "push toward pos: " in result.stdout
 
 
 @pytest.mark.script
