@@ -16,6 +16,7 @@ from common.plotting import new_figure, save_figure
 from common.text import Vocab, tokenize
 from common.text_batches import truncate
 from hw4.model import BaggedClassifier
+from hw4.ngrams import ngram_words
 
 EMPTY = "[no words]"  # an empty review as shown; not a token the tokenizer makes, so encoded as <unk>
 LEVELS = (0.1, 0.3, 0.6)  # |attribution| / the review's largest, where a word's mark gets one step stronger
@@ -46,29 +47,39 @@ def bag_log_odds(model: nn.Module, readings: list[Reading]) -> Tensor | None:
     return model.bag([r.whole for r in readings]) if isinstance(model, BaggedClassifier) else None
 
 
-def word_attributions(model: nn.Module, ids: Tensor, target: int, steps: int = 32,
-                      bag_z: Tensor | None = None) -> Tensor:
-    """How much each token (ids (T,)) moved the log-odds of class `target`, in fp32: integrated gradients
-    over every encoder's token embeddings at once, from all-zero embeddings (each token as `<pad>`, the
-    attention mask unchanged); they add up to the log-odds' change along that path. A model with an
-    n-gram bag also takes the bag's log-odds of the review, `bag_z` (1,), held fixed: the words get the
-    encoders' part."""
+def word_attributions(model: nn.Module, ids: Tensor, target: int, steps: int = 32) -> Tensor:
+    """How much each token (ids (T,)) moved the log-odds of class `target` through the encoders, in fp32:
+    integrated gradients over every member's token embeddings at once, from all-zero embeddings (each
+    token as `<pad>`, the attention mask unchanged); they add up to the log-odds' change along that path.
+    (A model's n-gram bag adds to those log-odds; `ngram_pushes` gives its part.)"""
     bagged = isinstance(model, BaggedClassifier)
-    members = members_of(model.encoders if bagged else model.eval())
+    members = members_of(model.encoders if bagged else model)
     model.eval()
     batch = ids[None].to(next(model.parameters()).device)
     embedded = torch.stack([member.embed(batch)[0] for member in members]).detach()  # (members, T, dim)
 
     def log_odds(points: Tensor) -> Tensor:  # (N, members, T, dim) -> (N,)
         rows = batch.expand(len(points), -1)
-        if bagged:
-            log_p = model(rows, bag_z.to(rows.device).expand(len(points)), points)
+        if bagged:  # the bag's log-odds add to the encoders' part: 0 leaves that part alone
+            log_p = model(rows, torch.zeros(len(points), device=rows.device), points)
         else:
             log_p = vote([member(rows, points[:, m]) for m, member in enumerate(members)])
         others = torch.cat([log_p[:, :target], log_p[:, target + 1:]], dim=1)
         return log_p[:, target] - others.logsumexp(dim=1)
 
     return integrated_gradients(log_odds, embedded[None], steps=steps)[0].sum(dim=(0, 2)).cpu()
+
+
+def ngram_pushes(model: nn.Module, reading: Reading, vocab: Vocab) -> list[tuple[str, float]]:
+    """The known n-grams of a whole review and how far each moved its log-odds toward the positive class
+    (their weights in the model's n-gram bag), strongest first; none for a model without a bag."""
+    if not isinstance(model, BaggedClassifier):
+        return []
+    bag = model.bag
+    keys, weights = bag.contributions(reading.whole)
+    pushes = [(" ".join(vocab.words[i] for i in ngram_words(key, bag.order, bag.vocab_size)), weight)
+              for key, weight in zip(keys.tolist(), weights.tolist())]
+    return sorted(pushes, key=lambda pair: -abs(pair[1]))
 
 
 def strengths(scores: Tensor) -> list[int]:

@@ -1,6 +1,6 @@
 """A Transformer encoder for text classification: token embeddings plus sinusoidal positions, pre-norm
 blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier;
-the encoders stacked on an n-gram bag; the checkpoint kind and loading."""
+the encoders joined with an n-gram bag; the checkpoint kind and loading."""
 
 import math
 from pathlib import Path
@@ -107,32 +107,44 @@ class TransformerClassifier(nn.Module):
 
 
 class BaggedClassifier(nn.Module):
-    """Encoders stacked on an n-gram bag: the bag reads the whole review and gives its log-odds z; each
-    encoder reads the first and last tokens and, trained with z added to its own log-odds, learns what the
-    bag misses; the members vote with the probabilities of z plus theirs."""
+    """Encoders beside an n-gram bag: the bag reads the whole review and gives its log-odds z, the encoders
+    (one, or an Ensemble voting) read its first and last tokens and give theirs, d; the review's log-odds
+    are z + encoder_weight * d."""
 
-    def __init__(self, encoders: nn.Module, bag: NgramBag):
+    def __init__(self, encoders: nn.Module, bag: NgramBag, encoder_weight: float = 1.0):
         super().__init__()
-        self.encoders, self.bag = encoders, bag
+        self.encoders, self.bag, self.encoder_weight = encoders, bag, encoder_weight
 
     def forward(self, ids: Tensor, bag_log_odds: Tensor, embedded: Tensor | None = None) -> Tensor:
         """Class logits (B, 2) of reviews given as truncated ids (B, T) and the bag's log-odds (B,);
         `embedded` (B, members, T, dim), if given, replaces each encoder's token embeddings."""
-        offset = torch.stack([-bag_log_odds, bag_log_odds], dim=1).float() / 2
         members = members_of(self.encoders)
-        outputs = [member(ids, None if embedded is None else embedded[:, m]).float() + offset
-                   for m, member in enumerate(members)]
-        return vote(outputs) if len(outputs) > 1 else outputs[0]
+        outputs = [member(ids, None if embedded is None else embedded[:, m]) for m, member in enumerate(members)]
+        encoded = vote(outputs) if len(members) > 1 else outputs[0].float()
+        log_odds = bag_log_odds.float() + self.encoder_weight * (encoded[:, 1] - encoded[:, 0])
+        return torch.stack([-log_odds, log_odds], dim=1) / 2
+
+
+COMPACT_BAG = 400_000  # n-grams the committed int8 copy keeps, those of largest |weight|
+
+
+def compact_copy(model: nn.Module, config: dict) -> tuple[nn.Module, dict]:
+    """The model and config of the committed int8 copy: the same encoders, and a bag's COMPACT_BAG strongest
+    n-grams."""
+    if not isinstance(model, BaggedClassifier):
+        return model, config
+    bag = model.bag.strongest(COMPACT_BAG)
+    return BaggedClassifier(model.encoders, bag, model.encoder_weight), {**config, "bag_features": len(bag.keys)}
 
 
 def build_model(config: dict) -> nn.Module:
     """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), an Ensemble
-    of `config['members']` of them, stacked on an n-gram bag if the config has one (`bag_order` > 0)."""
+    of `config['members']` of them, joined with an n-gram bag if the config has one (`bag_order` > 0)."""
     encoders = ensemble([build_classifier(config) for _ in range(config.get("members", 1))])
     if not config.get("bag_order", 0):
         return encoders
     return BaggedClassifier(encoders, NgramBag.empty(config["bag_features"], order=config["bag_order"],
-                                                     vocab_size=len(config["vocab"])))
+                                                     vocab_size=len(config["vocab"])), config["encoder_weight"])
 
 
 def build_classifier(config: dict) -> TransformerClassifier:
@@ -159,9 +171,10 @@ def config_problem(config: dict) -> str | None:
     if not (whole(config["max_len"], 1, 65536) and whole(config["head"], 0, config["max_len"])
             and isinstance(config["dropout"], float) and 0 <= config["dropout"] < 1):
         return "max_len 1-65536, head 0-max_len and dropout in [0, 1) are required"
-    order = config.get("bag_order", 0)
-    if not (whole(order, 0, 3) and whole(config.get("bag_features", 0), 0, MAX_BAG_FEATURES)):
-        return f"bag_order 0-3 and bag_features 0-{MAX_BAG_FEATURES:,} are required"
+    order, weight = config.get("bag_order", 0), config.get("encoder_weight", 1.0)
+    if not (whole(order, 0, 3) and whole(config.get("bag_features", 0), 0, MAX_BAG_FEATURES)
+            and isinstance(weight, float) and 0 <= weight <= 10):
+        return f"bag_order 0-3, bag_features 0-{MAX_BAG_FEATURES:,} and encoder_weight in [0, 10] are required"
     if not keys_fit(order, len(config["vocab"])):
         return f"1-{order}-grams of {len(config['vocab']):,} words do not fit the bag's 47-bit keys"
     parameters = config.get("members", 1) * (len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)

@@ -148,16 +148,3 @@ def bag_columns(keys: Tensor, text_keys: Tensor) -> Tensor:
     return position[keys[position] == text_keys]
 
 
-
-def out_of_fold_log_odds(texts: list[np.ndarray], labels: Tensor, folds: Tensor, **options) -> Tensor:
-    """Each text's log-odds from a bag fitted without its fold (`folds`: one fold id per text), so a model
-    trained on top of them sees the bag as it reads unseen reviews; `options` go to `fit_ngram_bag`."""
-    if len(folds.unique()) < 2:
-        raise ValueError("out-of-fold log-odds need at least 2 folds")
-    log_odds = torch.zeros(len(texts))
-    for fold in folds.unique().tolist():
-        held = (folds == fold).nonzero().ravel().tolist()
-        kept = (folds != fold).nonzero().ravel()
-        bag = fit_ngram_bag([texts[i] for i in kept.tolist()], labels[kept], **options)
-        log_odds[held] = bag([texts[i] for i in held])
-    return log_odds

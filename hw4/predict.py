@@ -17,7 +17,7 @@ from common.errors import UserError
 from common.imdb import read_review_file
 from common.text import UNK_ID, Vocab
 from common.text_batches import pad_batch
-from hw4.explain import as_ansi, bag_log_odds, as_markers, plot_words, read_review, word_attributions
+from hw4.explain import as_ansi, as_markers, bag_log_odds, ngram_pushes, plot_words, read_review, word_attributions
 from hw4.model import load_model
 
 
@@ -61,8 +61,7 @@ def main() -> None:
         ranked = zip(values.tolist(), indices.tolist())
         print(f"{name}: " + ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in ranked))
     if args.explain or args.explain_png:
-        scores = [word_attributions(model, r.ids, target=1, bag_z=None if bag_z is None else bag_z[[i]])
-                  for i, r in enumerate(readings)]  # toward classes[1], positive
+        scores = [word_attributions(model, r.ids, target=1) for r in readings]  # toward classes[1], positive
         labels = top.indices[:, 0].tolist()
         titles = [f"{config['classes'][label]} {p[label]:.3f}" for p, label in zip(probabilities, labels)]
     if args.explain:
@@ -70,6 +69,10 @@ def main() -> None:
         for title, reading, score in zip(titles, readings, scores):
             print(f"\n{title}  (the words' push toward {config['classes'][1]}: {float(score.sum()):+.2f} log-odds)\n"
                   f"{show(reading, score)}")
+            pushes = ngram_pushes(model, reading, vocab)
+            if pushes:
+                print(f"n-grams, {sum(p for _, p in pushes):+.2f} log-odds from {len(pushes)}: "
+                      + ", ".join(f'"{gram}" {push:+.2f}' for gram, push in pushes[:8]))
     if args.explain_png:
         negative, positive_class = config["classes"]
         plot_words(readings, scores, [f"{t}  {name}" for t, (name, _) in zip(titles, inputs)],

@@ -17,7 +17,7 @@ from common.plotting import plot_confusion_matrix
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
-from hw4.explain import Reading, bag_log_odds, marked_words, read_review, word_attributions
+from hw4.explain import Reading, marked_words, ngram_pushes, read_review, word_attributions
 from hw4.model import BaggedClassifier
 
 
@@ -75,21 +75,27 @@ def mistakes_report(model: nn.Module, config: dict, test: Reviews, probabilities
              f"are read as their first {config['head']} and last {limit - config['head']}: they are "
              f"{100 * long.float().mean():.1f}% of the test reviews and {_error_rate(wrong, long)} of them are "
              f"missed, against {_error_rate(wrong, ~long)} of the rest.", "",
-             "Each excerpt is the review as the model reads it (lowercased tokens). **Bold** words pushed it "
+             "Each excerpt is the review as the encoders read it (lowercased tokens). **Bold** words pushed it "
              "toward its wrong answer, _italic_ ones toward the right one (integrated gradients over the "
-             "token embeddings, from a blank review; see `hw4/explain.py`)."]
+             "token embeddings, from a blank review; see `hw4/explain.py`)"
+             + ("; the n-grams listed pushed it there through the n-gram bag (their weights)."
+                if isinstance(model, BaggedClassifier) else ".")]
     for true in range(len(classes)):
         chosen = (wrong & (test.labels == true)).nonzero().ravel()
         chosen = chosen[confidence[chosen].argsort(descending=True)][:per_kind]
         for index in chosen.tolist():
             reading = read_review(test.texts[index], vocab, limit, config["head"])
             guess = int(predicted[index])
-            scores = word_attributions(model, reading.ids, target=guess, bag_z=bag_log_odds(model, [reading]))
+            scores = word_attributions(model, reading.ids, target=guess)
             drivers = scores.argsort(descending=True)[:6].tolist()
+            sign = 1 if guess == 1 else -1  # n-gram pushes are toward classes[1]
+            grams = [(gram, sign * push) for gram, push in ngram_pushes(model, reading, vocab) if sign * push > 0][:6]
             lines += ["", f"## {classes[true]} review #{index}, read as {classes[guess]} "
                           f"({confidence[index]:.3f})", "",
                       "Toward " + classes[guess] + ": " + ", ".join(
                           f"{_escape(reading.words[i])} {scores[i]:+.2f}" for i in drivers if scores[i] > 0), "",
+                      *([f"N-grams toward {classes[guess]}: " + ", ".join(
+                          f"{_escape(gram)} {push:+.2f}" for gram, push in grams), ""] if grams else []),
                       "> " + _excerpts(reading, scores, drivers[:3], context)]
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,6 @@
-"""hw4: train a Transformer encoder from scratch for IMDB sentiment, select on a validation split
-carved from train, and report accuracy, precision, recall and F1 on the test split."""
+"""hw4: train Transformer encoders from scratch for IMDB sentiment and join them with an n-gram bag
+(NBSVM), select on a validation split carved from train, and report accuracy, precision, recall and F1
+on the test split."""
 
 import argparse
 import sys
@@ -9,10 +10,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.atomic_io import staged_folder
+from common.checkpoint import COMPACT_CHECKPOINT, save_checkpoint
 from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, forced_facts,
                         fraction, make_parser, non_negative, number, positive, report_written, run,
                         settings_of, validation_size)
@@ -21,14 +24,15 @@ from common.device import report_machine
 from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
 from common.ensemble import ensemble, fit_member, mean_throughput, validation_record, write_training_record
 from common.errors import UserError
-from common.imdb import CLASSES, Reviews, load_imdb
+from common.imdb import CLASSES, load_imdb
 from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
-from hw4.model import CHECKPOINT_KIND, BaggedClassifier, build_classifier
-from hw4.ngrams import NgramBag, fit_ngram_bag, out_of_fold_log_odds
+from common.training import predict
+from hw4.model import CHECKPOINT_KIND, BaggedClassifier, build_classifier, compact_copy
+from hw4.ngrams import NgramBag, fit_ngram_bag
 from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
 
 
@@ -51,13 +55,13 @@ class Recipe:
     heads: int = 4
     ff_mult: int = 4              # feed-forward width / model width
     dropout: float = 0.2
-    members: int = 3              # encoders trained in turn (seeds seed, seed+1, ...), probabilities averaged
-    bag_order: int = 0            # the n-gram bag under the encoders reads 1- to this-grams (0: no bag)
+    members: int = 2              # encoders trained in turn (seeds seed, seed+1, ...), probabilities averaged
+    bag_order: int = 3            # the n-gram bag beside the encoders reads 1- to this-grams (0: no bag)
 
 
 RECIPE = Recipe()  # chosen on the movie-held-out validation split (see hw4/README.md)
 MODEL_KEYS = ("dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head", "bag_order")
-BAG_FOLDS = 5  # the encoders train on the bag's out-of-fold log-odds, folds made of whole movies
+ENCODER_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0)  # tried on validation for the encoders' part of the log-odds
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,8 +86,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--members", type=positive(),
                         help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
     parser.add_argument("--bag-order", type=number(int, 0, 3),
-                        help="an n-gram bag (NBSVM, hw4/ngrams.py) of 1- to this-grams under the encoders, "
-                             "which learn what it misses (0: no bag)")
+                        help="an n-gram bag (NBSVM, hw4/ngrams.py) of 1- to this-grams whose log-odds are "
+                             "added to the encoders' (0: no bag)")
     parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
                         help="training reviews held out for validation, by whole movies (0: train on all; "
                              "with --limit alone, a tenth of the limit)")
@@ -124,25 +128,34 @@ def main() -> None:
         "train_reviews": len(train_idx), "val_reviews": len(val_idx), "test_reviews": len(test)})
     vocab = Vocab.build(corpus, train_idx.numpy(), min_count=args.min_count, max_size=args.max_vocab)
     ids = vocab.encode_corpus(corpus)
-    bag, log_odds = fit_bag(ids, reviews, train_idx, val_idx, args.bag_order, len(vocab))
+    bag = fit_bag([ids[i] for i in train_idx.tolist()], reviews.labels[train_idx], args.bag_order, len(vocab))
 
-    def batches(index: torch.Tensor, train: bool, seed: int = args.seed) -> TextBatches:
-        return TextBatches([ids[i] for i in index.tolist()], reviews.labels[index], train=train, shard=True,
+    def batches(index: torch.Tensor, train: bool, seed: int = args.seed, offsets: bool = False) -> TextBatches:
+        texts = [ids[i] for i in index.tolist()]  # with the bag's log-odds, every process reads every review
+        return TextBatches(texts, reviews.labels[index], train=train, shard=not offsets,
                            batch_size=args.batch_size if train else 256, max_len=args.max_len,
                            head=args.head, seed=seed, pin=device.type == "cuda",
-                           offsets=None if bag is None else log_odds[index])
+                           offsets=bag(texts).cpu() if offsets else None)
     val_loader = batches(val_idx, False) if len(val_idx) else None
 
-    config = {"vocab": vocab.words, "classes": CLASSES, "members": args.members,
+    config = {"vocab": vocab.words, "classes": CLASSES, "members": args.members, "encoder_weight": 1.0,
               "bag_features": 0 if bag is None else len(bag.keys), **{k: getattr(args, k) for k in MODEL_KEYS}}
     members, histories = [], []
     for member in range(args.members):  # each from its own seed: initial weights, order, dropout
         model, member_history = train_member(args, member, config, batches(train_idx, True, args.seed + member),
-                                             val_loader, device, bag)
-        members.append(model if bag is None else model.encoders)
+                                             val_loader, device)
+        members.append(model)
         histories.append(member_history)
-    model = ensemble(members) if bag is None else BaggedClassifier(ensemble(members), bag)
+    model = ensemble(members)
     validation = validation_record(model, histories, val_loader, device=device, precision=args.precision)
+    if bag is not None:  # the encoders join the bag with the weight that fits validation best
+        model = BaggedClassifier(model, bag.to(device))
+        if val_loader is not None:
+            weights = encoder_weight_accuracies(model, batches(val_idx, False, offsets=True), device=device,
+                                                precision=args.precision)
+            config["encoder_weight"] = model.encoder_weight = max(ENCODER_WEIGHTS, key=lambda w: (weights[w], -w))
+            validation = {**validation, "final_val_acc": weights[model.encoder_weight], "encoders_val_acc":
+                          validation["final_val_acc"], "encoder_weight_val_acc": weights}
     if is_main():  # one process tests once and writes the results, all together at the end
         report, cm, probabilities = evaluate_test(model, config, test, device=device, precision=args.precision,
                                                   quiet=args.quiet)
@@ -153,8 +166,10 @@ def main() -> None:
                      + (f"; {args.members} members trained in turn" if args.members > 1 else "")
                      + "): train and validation")
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
-                                  plot_name="training_curves.png", title=title,
-                                  compact=True)  # model.pt is too large for git; model_int8.pt is not
+                                  plot_name="training_curves.png", title=title)
+            small, small_config = compact_copy(model, config)  # model.pt is too large for git; this is not
+            save_checkpoint(out / COMPACT_CHECKPOINT, kind=CHECKPOINT_KIND, model=small, config=small_config,
+                            compact=True)
             write_test_results(report, cm, out, {
                 "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
                 "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
@@ -166,35 +181,38 @@ def main() -> None:
     teardown()
 
 
-def fit_bag(ids: list, reviews: Reviews, train_idx: torch.Tensor, val_idx: torch.Tensor, order: int,
-            vocab_size: int) -> tuple[NgramBag | None, torch.Tensor | None]:
-    """The n-gram bag fitted on the training reviews, and every review's bag log-odds: out of fold (BAG_FOLDS
-    folds of whole movies) for training reviews, from the bag for the others; (None, None) for order 0."""
+def fit_bag(texts: list, labels: torch.Tensor, order: int, vocab_size: int) -> NgramBag | None:
+    """The n-gram bag fitted on the training reviews; None for order 0."""
     if order == 0:
-        return None, None
+        return None
     began = time.perf_counter()
-    train_ids, labels = [ids[i] for i in train_idx.tolist()], reviews.labels[train_idx]
-    bag = fit_ngram_bag(train_ids, labels, order=order, vocab_size=vocab_size)
-    log_odds = torch.zeros(len(ids))
-    log_odds[val_idx] = bag([ids[i] for i in val_idx.tolist()])
-    folds = reviews.groups[train_idx].unique(return_inverse=True)[1] % BAG_FOLDS
-    if len(folds.unique()) < 2:
-        raise UserError("--bag-order needs training reviews from at least 2 movies (blocks of review ids)")
-    log_odds[train_idx] = out_of_fold_log_odds(train_ids, labels, folds, order=order, vocab_size=vocab_size)
+    bag = fit_ngram_bag(texts, labels, order=order, vocab_size=vocab_size)
     if is_main():
-        print(f"n-gram bag: {len(bag.keys):,} 1-{order}-grams, and out-of-fold log-odds from {BAG_FOLDS} more "
-              f"({time.perf_counter() - began:.0f} s)", flush=True)
-    return bag, log_odds
+        print(f"n-gram bag: {len(bag.keys):,} 1-{order}-grams ({time.perf_counter() - began:.0f} s)", flush=True)
+    return bag
+
+
+def encoder_weight_accuracies(model: BaggedClassifier, loader: TextBatches, *, device: torch.device,
+                              precision: str) -> dict[float, float]:
+    """The validation accuracy of the bag's log-odds plus each weight (0: the bag alone, then ENCODER_WEIGHTS)
+    times the encoders'; `loader` brings the bag's log-odds with the batches."""
+    model.encoder_weight = 1.0  # then the logits' halves give z + d, and z comes with the batches
+    logits, labels = predict(model, loader, device=device, precision=precision)
+    order = torch.from_numpy(np.concatenate(loader.batches()))
+    both, bag_log_odds = logits[:, 1] * 2, loader.offsets[order]
+    accuracy = {w: ((bag_log_odds + w * (both - bag_log_odds) > 0).long() == labels).float().mean().item()
+                for w in (0.0, *ENCODER_WEIGHTS)}
+    if is_main():
+        print("validation accuracy by the encoders' weight (0: the bag alone): "
+              + ", ".join(f"{w} {100 * a:.2f}%" for w, a in accuracy.items()), flush=True)
+    return accuracy
 
 
 def train_member(args, member: int, config: dict, train_loader: TextBatches, val_loader: TextBatches | None,
-                 device: torch.device, bag: NgramBag | None) -> tuple[nn.Module, dict]:
-    """Train one encoder (seeded with args.seed + member), on top of `bag` if given, through common's loop;
-    returns it and its history."""
+                 device: torch.device) -> tuple[nn.Module, dict]:
+    """Train one encoder (seeded with args.seed + member) through common's loop; returns it and its history."""
     seed_everything(args.seed + member)
     model = build_classifier(config).to(device)
-    if bag is not None:  # the bag's log-odds come with the batches; its weights stay as fitted
-        model = BaggedClassifier(model, bag.to(device))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},

@@ -278,10 +278,9 @@ NEGATIVE_WORDS = ["awful", "boring", "hated", "dull", "terrible", "waste"]
 FILLER = ["the", "film", "plot", "actor", "scene", "a", "was", "and", "it", "story", "this", "of"]
 
 
-def write_imdb_folder(root: Path, per_label: dict[str, int], id_step: int = 1) -> Path:
+def write_imdb_folder(root: Path, per_label: dict[str, int]) -> Path:
     """`root/aclImdb/{split}/{neg,pos}/<id>_<stars>.txt` reviews whose sentiment words give the label,
-    with `<br />` markup, plus an `unsup` folder and a `.feat` file that loaders must ignore; ids go up
-    by `id_step` (250: each review a movie of its own)."""
+    with `<br />` markup, plus an `unsup` folder and a `.feat` file that loaders must ignore."""
     generator = torch.Generator().manual_seed(0)
     for split, count in per_label.items():
         for label, words in (("neg", NEGATIVE_WORDS), ("pos", POSITIVE_WORDS)):
@@ -295,7 +294,7 @@ def write_imdb_folder(root: Path, per_label: dict[str, int], id_step: int = 1) -
                     spot = int(torch.randint(0, len(tokens) + 1, (1,), generator=generator))
                     tokens.insert(spot, words[int(torch.randint(0, len(words), (1,), generator=generator))])
                 text = " ".join(tokens).capitalize() + ".<br /><br />" + " ".join(tokens[:3]) + "!"
-                (folder / f"{i * id_step}_{2 if label == 'neg' else 9}.txt").write_text(text)
+                (folder / f"{i}_{2 if label == 'neg' else 9}.txt").write_text(text)
         (root / "aclImdb" / split / "labeledBow.feat").write_text("0 1:1\n")
     (root / "aclImdb" / "train" / "unsup").mkdir(exist_ok=True)
     (root / "aclImdb" / "train" / "unsup" / "0_0.txt").write_text("unlabelled")

@@ -96,11 +96,14 @@ FIGURES = [
     ("README.md", "| `python hw3/train.py --model airbench --out-dir hw3/results/airbench` |",
      "hw3/results/airbench/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
-    ("README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
+    ("README.md", "| `python hw4/train.py` (AVX2 only) |", "hw4/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
         minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw4/eval.py` (", "hw4/results/eval-data/metrics.json", lambda m: [
         pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
+    ("README.md", "| `python hw4/train.py --bag-order 0 --members 3 --out-dir runs/transformer_alone` (", "hw4/results/selection/transformer_alone.json",
+     lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+                minutes(m["wall_seconds"])]),
     ("hw0/README.md", "| q3, batch 128", "hw0/results/q3_metrics.json", lambda m: [
         ", ".join(f"{v:.3f}" for v in m["val_mse_by_seed"].values()),
         f"(mean {m['val_mse_mean']:.3f} ± {m['val_mse_std']:.3f})"]),
@@ -128,11 +131,17 @@ FIGURES = [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])])
       for run in ("cnn_e6", "cnn_e6_alt", "cnn_e6_muon", "cnn_e6_muon_lr2", "cnn_e6_muon_lr05",
                   "cnn_e6_muon_seed1", "cnn_e5_muon_tta2", "cnn_e6_muon_tta2")],
-    ("hw4/README.md", "| default, `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
+    ("hw4/README.md", "| **default**, `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
         minutes(m["wall_seconds"])]),
     ("hw4/README.md", "| the same, int8 copy, `python hw4/eval.py` |", "hw4/results/eval-data/metrics.json",
      lambda m: [pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
+    ("hw4/README.md", "| Transformer alone, `--bag-order 0 --members 3` |", "hw4/results/selection/transformer_alone.json",
+     lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+                minutes(m["wall_seconds"])]),
+    ("hw4/README.md", "| default, `--seed 1 --out-dir runs/default_seed1` |", "hw4/results/selection/default_seed1.json",
+     lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+                minutes(m["wall_seconds"])]),
     ("hw4/README.md", "| same, `--seed 1 --out-dir runs/seed1` |", "hw4/results/selection/seed1.json", lambda m: [
         pct(m["ensemble_val_acc"]), pct(m["test"]["accuracy"]), f"{m['test']['f1']:.4f}"]),
 ]

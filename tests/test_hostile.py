@@ -440,7 +440,10 @@ def test_hw4_predict_reads_byte_order_marks_refuses_binary_and_warns_when_no_wor
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
     assert lines[2].startswith(f"{tmp_path / 'utf16.txt'}: pos ")  # "a wonderful film", not "� � a w o n d"
-    assert "wonderful" in result.stdout and "[no words]" in result.stdout and "<unk>" not in result.stdout
+    assert "wonderful" in result.stdout and "[no words]" in result.stdout
+    # words are shown as written; only the bag's n-grams name <unk>, the token it reads for unknown words
+    assert not any("<unk>" in line for line in lines if not line.startswith("n-grams, "))
+    assert any(line.startswith("n-grams, ") and '"<unk> <unk>"' in line for line in lines)  # "zzzz qqqq"
     assert f"error: {tmp_path / 'binary.txt'}: not a text file (it holds NUL bytes)" in result.stderr
     assert "\"zzzz qqqq\": none of its words is in the model's vocabulary" in result.stderr
     assert "\"\" holds no words" in result.stderr and result.stderr.endswith(

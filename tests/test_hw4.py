@@ -3,6 +3,7 @@
 train/eval/predict scripts on a tiny fixture."""
 
 import json
+import re
 import sys
 import tarfile
 
@@ -12,24 +13,26 @@ import torch
 from torch import nn
 
 import common.text as text
-from common.ensemble import Ensemble, members_of
+from common.ensemble import Ensemble, members_of, vote
 from common.errors import DataNotFoundError, UserError
 import common.imdb as imdb
 from common.imdb import load_imdb
 from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
-from hw4.explain import Reading, as_ansi, as_markers, plot_words, read_review, word_attributions
+from hw4.explain import Reading, as_ansi, as_markers, ngram_pushes, plot_words, read_review, word_attributions
 import hw4.explain
+import hw4.model
 import hw4.predict
+from hw4.train import ENCODER_WEIGHTS
 from common.checkpoint import save_checkpoint
 from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, MultiHeadSelfAttention,
-                       TransformerClassifier, build_model, config_problem, load_model, sinusoidal_positions)
-from hw4.ngrams import NgramBag, fit_ngram_bag, keys_fit, ngram_keys, ngram_words, out_of_fold_log_odds
-from hw4.report import evaluate_test
+                       TransformerClassifier, build_model, compact_copy, config_problem, load_model,
+                       sinusoidal_positions)
+from hw4.ngrams import NgramBag, fit_ngram_bag, keys_fit, ngram_keys, ngram_words
+from hw4.report import evaluate_test, mistakes_report
 from tests.conftest import (NEGATIVE_WORDS, assert_drawn, assert_help, capture_figures, check_ensemble_run,
-                            check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script,
-                            write_imdb_folder)
+                            check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -552,46 +555,55 @@ def test_ngram_bag_s_parts_add_up_to_its_log_odds():
     assert len(strongest.keys) == 3 and (2, 3) in [tuple(ngram_words(int(k), 2, 30)) for k in strongest.keys]
 
 
-def test_out_of_fold_log_odds_come_from_a_bag_fitted_without_the_text_s_fold():
-    texts, labels = toy_ngram_task(30)
-    folds = torch.arange(200) % 3
-    log_odds = out_of_fold_log_odds(texts, labels, folds, order=2, vocab_size=30, min_df=1)
-    for fold in range(3):
-        held = (folds == fold).nonzero().ravel().tolist()
-        kept = (folds != fold).nonzero().ravel()
-        bag = fit_ngram_bag([texts[i] for i in kept.tolist()], labels[kept], order=2, vocab_size=30, min_df=1)
-        torch.testing.assert_close(log_odds[held], bag([texts[i] for i in held]))
-    assert ((log_odds > 0).long() == labels).all()  # the deciding bigram is learned without the text itself
-    assert not torch.allclose(log_odds, toy_bag(30)(texts))  # a bag that saw the texts gives other log-odds
-    with pytest.raises(ValueError, match="at least 2 folds"):
-        out_of_fold_log_odds(texts, labels, torch.zeros(200, dtype=torch.int64), order=2, vocab_size=30)
-
-
-def test_encoders_on_a_bag_add_its_log_odds_to_each_member_s_then_vote():
+def test_encoders_beside_a_bag_add_their_weighted_log_odds_to_the_bag_s():
     torch.manual_seed(0)
     members = [TransformerClassifier(30, dim=16, layers=1, heads=2, max_len=12).eval() for _ in range(2)]
     ids, z = torch.randint(2, 30, (3, 7)), torch.tensor([2.0, -1.0, 0.0])
-    one = BaggedClassifier(members[0], NgramBag.empty(0, order=1, vocab_size=30))(ids, z)
+    one = BaggedClassifier(members[0], NgramBag.empty(0, order=1, vocab_size=30), encoder_weight=0.3)(ids, z)
     plain = members[0](ids)
-    torch.testing.assert_close(one[:, 1] - one[:, 0], plain[:, 1] - plain[:, 0] + z)
-    torch.testing.assert_close(one.sum(1), plain.sum(1))  # z is split evenly between the two classes
-    both = BaggedClassifier(Ensemble(members), NgramBag.empty(0, order=1, vocab_size=30))(ids, z)
-    positive = torch.stack([torch.sigmoid(m(ids)[:, 1] - m(ids)[:, 0] + z) for m in members]).mean(0)
-    torch.testing.assert_close(both.exp(), torch.stack([1 - positive, positive], 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(one[:, 1] - one[:, 0], z + 0.3 * (plain[:, 1] - plain[:, 0]))
+    torch.testing.assert_close(one.sum(1), torch.zeros(3))  # the log-odds split evenly between the classes
+    both = BaggedClassifier(Ensemble(members), NgramBag.empty(0, order=1, vocab_size=30))(ids, z)  # weight 1
+    voted = Ensemble(members)(ids)
+    torch.testing.assert_close(both[:, 1] - both[:, 0], z + voted[:, 1] - voted[:, 0])
+    half = torch.stack([m.embed(ids) for m in members], dim=1) * 0.5  # given embeddings replace each member's own
+    got = BaggedClassifier(Ensemble(members), NgramBag.empty(0, order=1, vocab_size=30))(ids, z, half)
+    voted = vote([m(ids, e) for m, e in zip(members, half.unbind(1))])
+    torch.testing.assert_close(got[:, 1] - got[:, 0], z + voted[:, 1] - voted[:, 0])
+    assert not torch.allclose(got, both)
+
+
+def test_the_committed_copy_keeps_the_bag_s_strongest_n_grams(monkeypatch):
+    monkeypatch.setattr(hw4.model, "COMPACT_BAG", 5)
+    bag = toy_bag(30)
+    model = BaggedClassifier(TransformerClassifier(30, dim=8, layers=1, heads=2, max_len=12), bag, 0.2)
+    config = {"bag_features": len(bag.keys), "bag_order": 2, "members": 1}
+    small, small_config = compact_copy(model, config)
+    strongest = bag.weights.float().abs().sort(descending=True).values[:5]
+    assert small_config == {**config, "bag_features": 5} and len(small.bag.keys) == 5
+    assert sorted(small.bag.weights.float().abs().tolist()) == sorted(strongest.tolist())
+    assert small.encoders is model.encoders and small.encoder_weight == 0.2 and float(small.bag.bias) == float(bag.bias)
+    plain = TransformerClassifier(30, dim=8, layers=1, heads=2, max_len=12)
+    assert compact_copy(plain, config) == (plain, config)
 
 
 def test_checkpoint_configs_with_a_bag_build_it_and_are_checked():
     config = {"vocab": ["<pad>", "<unk>"] + [f"w{i}" for i in range(28)], "classes": ["neg", "pos"], "dim": 8,
               "layers": 1, "heads": 2, "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2, "members": 2}
     assert isinstance(build_model(config), Ensemble) and config_problem(config) is None  # no bag: as before
-    bagged = build_model({**config, "bag_order": 3, "bag_features": 7})
+    bagged = build_model({**config, "bag_order": 3, "bag_features": 7, "encoder_weight": 1.0})
     assert isinstance(bagged, BaggedClassifier) and isinstance(bagged.encoders, Ensemble)
     assert len(bagged.bag.keys) == 7 and bagged.bag.order == 3 and bagged.bag.vocab_size == 30
     assert config_problem({**config, "bag_order": 3, "bag_features": 0}) is None
     assert config_problem({**config, "bag_order": 3, "bag_features": MAX_BAG_FEATURES}) is None
+    assert config_problem({**config, "bag_order": 3, "bag_features": 5, "encoder_weight": 0.0}) is None
+    assert config_problem({**config, "bag_order": 3, "bag_features": 5, "encoder_weight": 10.0}) is None
+    assert build_model({**config, "bag_order": 1, "bag_features": 0, "encoder_weight": 0.2}).encoder_weight == 0.2
     for bad in ({"bag_order": 4}, {"bag_order": -1}, {"bag_order": 2.0}, {"bag_order": 3, "bag_features": -1},
-                {"bag_order": 3, "bag_features": MAX_BAG_FEATURES + 1}):
-        assert "bag_order 0-3 and bag_features" in config_problem({**config, "bag_features": 5, **bad})
+                {"bag_order": 3, "bag_features": MAX_BAG_FEATURES + 1}, {"encoder_weight": -0.1},
+                {"encoder_weight": 10.5}, {"encoder_weight": 1}, {"encoder_weight": "1.0"}):
+        assert "bag_order 0-3, bag_features 0-50,000,000 and encoder_weight in [0, 10] are required" == \
+            config_problem({**config, "bag_features": 5, **bad})
     big = {**config, "vocab": config["vocab"] + [f"v{i}" for i in range(52_000)], "dim": 2, "heads": 1}
     assert config_problem({**big, "bag_order": 2, "bag_features": 1}) is None
     assert "do not fit the bag's 47-bit keys" in config_problem({**big, "bag_order": 3, "bag_features": 1})
@@ -664,22 +676,20 @@ def test_word_attributions_add_up_to_the_log_odds_change_and_skip_unknown_words(
     assert not torch.equal(coarse, toward_positive)
 
 
-def test_word_attributions_of_encoders_on_a_bag_add_up_to_their_part_of_the_log_odds():
+def test_word_attributions_beside_a_bag_are_the_encoders_part_and_n_gram_pushes_the_bag_s():
     torch.manual_seed(0)
     encoders = Ensemble([TransformerClassifier(30, dim=16, layers=2, heads=2, max_len=12) for _ in range(2)])
-    model = BaggedClassifier(encoders, toy_bag(30)).eval()
-    ids, z = torch.tensor([5, 9, UNK_ID, 12, 3, 27, 8]), torch.tensor([1.5])
-    scores = word_attributions(model, ids, target=1, steps=64, bag_z=z)
-    with torch.no_grad():  # blank: every member's embeddings zero, the bag's log-odds as they are
-        blank, full = model(ids[None], z, torch.zeros(1, 2, 7, 16)), model(ids[None], z)
-    change = float((full[0, 1] - full[0, 0]) - (blank[0, 1] - blank[0, 0]))
-    assert scores[2] == 0 and float(scores.sum()) == pytest.approx(change, abs=1e-3) and abs(change) > 0.01
-    # the members vote with the probabilities of z plus theirs, so z changes what the words add; for one
-    # encoder it adds to the log-odds and changes nothing
-    assert (word_attributions(model, ids, target=1, steps=64, bag_z=z - 3) - scores).abs().max() > 1e-3
-    one = BaggedClassifier(encoders.members[0], toy_bag(30)).eval()
-    torch.testing.assert_close(word_attributions(one, ids, target=1, bag_z=z - 3),
-                               word_attributions(one, ids, target=1, bag_z=z), atol=1e-5, rtol=0)
+    model = BaggedClassifier(encoders, toy_bag(30), encoder_weight=0.5).eval()
+    ids = torch.tensor([5, 9, UNK_ID, 12, 3, 27, 8])
+    torch.testing.assert_close(word_attributions(model, ids, target=1), 0.5 * word_attributions(encoders, ids, 1))
+    vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(2, 30)])
+    reading = read_review("w5 w2 w3 w9 w2 w3 nothing", vocab, max_len=4, head=1)  # the bag reads every token
+    pushes = ngram_pushes(model, reading, vocab)
+    keys, weights = model.bag.contributions(reading.whole)
+    assert len(pushes) == len(keys) and [abs(p) for _, p in pushes] == sorted(map(abs, weights.tolist()), reverse=True)
+    assert pushes[0][0] == "w2 w3" and pushes[0][1] == pytest.approx(float(weights.max()))  # the deciding bigram
+    assert sum(p for _, p in pushes) == pytest.approx(float(model.bag([reading.whole]) - model.bag.bias), abs=1e-5)
+    assert ngram_pushes(encoders, reading, vocab) == []
 
 
 def test_strengths_are_steps_of_each_score_against_the_largest():
@@ -820,7 +830,14 @@ def test_train_writes_metrics_that_beat_chance(trained):
         assert_drawn(out / name)
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
-    assert history["val_acc"][-1] == metrics["final_val_acc"] and len(history["epoch"]) == metrics["epochs"]
+    assert history["val_acc"][-1] == metrics["encoders_val_acc"] and len(history["epoch"]) == metrics["epochs"]
+    weights = {float(w): acc for w, acc in metrics["encoder_weight_val_acc"].items()}  # 0: the bag alone
+    chosen = max(ENCODER_WEIGHTS, key=lambda w: (weights[w], -w))
+    assert list(weights) == [0.0, *ENCODER_WEIGHTS] and metrics["final_val_acc"] == weights[chosen]
+    for name in ("model.pt", "model_int8.pt"):
+        model, config = load_model(out / name, torch.device("cpu"))
+        assert isinstance(model, BaggedClassifier) and model.encoder_weight == config["encoder_weight"] == chosen
+        assert config["bag_order"] == 3 and len(model.bag.keys) == config["bag_features"] > 100
     assert metrics["test_reviews"] == 20 and metrics["accuracy"] >= 0.75 and metrics["per_class"]["pos"]["f1"] > 0.7
     assert metrics["train_reviews"] == 50 and sum(map(sum, metrics["confusion_matrix"])) == 20
     report = (out / "metrics.txt").read_text()
@@ -863,7 +880,11 @@ def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp
                         tmp_path / "words.png", "--checkpoint", out / "model.pt", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    marked = lines[lines.index("wrote " + str(tmp_path / "words.png")) - 1].split()  # plain: not a terminal
+    marked = lines[lines.index("wrote " + str(tmp_path / "words.png")) - 2].split()  # plain: not a terminal
+    grams = lines[lines.index("wrote " + str(tmp_path / "words.png")) - 1]  # the bag's, strongest first
+    pushes = [float(part.rsplit(" ", 1)[1]) for part in grams.split(": ", 1)[1].split(", ")]
+    assert re.fullmatch(r"n-grams, [+-]\d+\.\d\d log-odds from \d+: .+", grams) and 1 <= len(pushes) <= 8
+    assert pushes == sorted(pushes, key=abs, reverse=True) and grams.count('"') == 2 * len(pushes)
     assert [word.lstrip("+-") for word in marked] == ["the", "plot", "was", "awful", ",", "and", "the", "actor"]
     assert any(word.startswith(("+++", "---")) for word in marked) and "\033" not in result.stdout
     assert "push toward pos: " in result.stdout
@@ -884,7 +905,8 @@ def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
                                          quiet=True)
     reviews = Vocab(config["vocab"]).encode_corpus(tokenize_corpus(test.texts, quiet=True))
     with torch.no_grad():  # one review at a time, in the order of `test`
-        alone = torch.cat([model(torch.from_numpy(truncate(ids, 32, 8))[None]).softmax(-1) for ids in reviews])
+        alone = torch.cat([model(torch.from_numpy(truncate(ids, 32, 8))[None], model.bag([ids])).softmax(-1)
+                           for ids in reviews])
     torch.testing.assert_close(probabilities, alone, atol=1e-5, rtol=0)
     mistakes = (out / "mistakes.md").read_text()
     (_, false_pos), (false_neg, _) = cm.tolist()
@@ -894,6 +916,20 @@ def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
     for section in mistakes.split("\n## ")[1:]:
         index = int(section.split("#")[1].split(",")[0])
         assert section.split()[0] == ("neg", "pos")[int(test.labels[index])] and "\n> " in section
+    # every review read wrongly and surely: each section lists the n-grams that pushed it the wrong way
+    wrong = torch.nn.functional.one_hot(1 - test.labels, 2).float()
+    report = mistakes_report(model, config, test, wrong, per_kind=2)
+    sections = report.split("\n## ")[1:]
+    assert len(sections) == 4 and "the n-grams listed pushed it there through the n-gram bag" in report
+    vocab = Vocab(config["vocab"])
+    for section in sections:
+        index = int(section.split("#")[1].split(",")[0])
+        guess = 1 - int(test.labels[index])
+        sign = 1 if guess == 1 else -1
+        expected = [(g, sign * p) for g, p in ngram_pushes(model, read_review(test.texts[index], vocab, 32, 8), vocab)
+                    if sign * p > 0][:6]
+        line = next(line for line in section.splitlines() if line.startswith("N-grams toward "))
+        assert line == f"N-grams toward {('neg', 'pos')[guess]}: " + ", ".join(f"{g} {p:+.2f}" for g, p in expected)
 
 
 @pytest.mark.script
@@ -910,23 +946,17 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir
 
 
 @pytest.mark.script
-def test_encoders_on_an_n_gram_bag_train_save_evaluate_resume_and_predict(tmp_path):
-    data_dir = write_imdb_folder(tmp_path / "imdb", {"train": 30, "test": 10}, id_step=250)  # 60 movies
-    env = {"CSE849_CACHE": str(tmp_path / "c")}
-    out = tmp_path / "bagged"
-    args = ["--data-dir", data_dir, *TINY, "--epochs", "2", "--members", "2", "--bag-order", "2"]
-    check_ensemble_run("hw4", args, data_dir, out, env)
-    assert "1-2-grams, and out-of-fold log-odds from 5 more" in run_script(
-        "hw4/train.py", *args, "--out-dir", tmp_path / "again", env=env).stdout
-    model, config = load_model(out / "model_int8.pt", torch.device("cpu"))
-    assert isinstance(model, BaggedClassifier) and config["bag_order"] == 2 and config["bag_features"] > 20
-    assert len(model.bag.keys) == config["bag_features"] and len(members_of(model.encoders)) == 2
-    result = run_script("hw4/predict.py", "awful boring terrible waste", "superb, loved it, brilliant", "--explain",
-                        "--checkpoint", out / "model_int8.pt", "--device", "cpu")
+def test_without_a_bag_the_encoders_are_the_model(imdb_dir, tmp_path):
+    out = tmp_path / "alone"
+    result = run_script("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, *TINY, "--epochs", "1",
+                        "--bag-order", "0", env={"CSE849_CACHE": str(tmp_path / "c")})
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith('"awful boring terrible waste": neg ') and lines[1].startswith('"superb, loved it')
-    assert " pos " in lines[1] and "push toward pos: " in result.stdout
+    assert "n-gram bag" not in result.stdout and "encoders' weight" not in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "encoder_weight_val_acc" not in metrics and metrics["settings"]["bag_order"] == 0
+    for name in ("model.pt", "model_int8.pt"):
+        model, config = load_model(out / name, torch.device("cpu"))
+        assert isinstance(model, TransformerClassifier) and config["bag_order"] == config["bag_features"] == 0
 
 
 @pytest.mark.script
