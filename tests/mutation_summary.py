@@ -145,6 +145,16 @@ EQUIVALENT = {
                                                "num_classes"),
     "hw4.model.x_config_problem__mutmut_91": "a config without members is valid with either default, both in 1-16",
     "hw4.model.x_load_model__mutmut_12": ON_THE_CPU,
+    **{f"hw4.model.x_build_model__mutmut_{n}": "a config without bag_order has no bag with either default (0 and None "
+       "are both falsy)" for n in (14, 16)},
+    "hw4.model.x_config_problem__mutmut_136": ("a config without bag_order passes with either default: 0 and 1 are "
+                                               "both in 0-3, and 1-grams of up to 1,000,000 words fit 47-bit keys"),
+    "hw4.model.x_config_problem__mutmut_143": ("a config without encoder_weight passes with either default, both in "
+                                               "[0, 10]"),
+    "hw4.model.x_config_problem__mutmut_168": ("a config without bag_features passes with either default, both in "
+                                               "0-50,000,000"),
+    **{f"hw4.model.xǁBaggedClassifierǁforward__mutmut_{n}": ("the vote of one member is its log-softmax, whose two "
+       "classes differ by as much as its logits do") for n in (14, 16)},
     **{f"hw4.model.x_sinusoidal_positions__mutmut_{n}": ("an int64 arange times a float32 is float32, and these "
        "whole numbers are exact in either") for n in (3, 5, 12, 16)},
     "hw4.model.xǁTransformerClassifierǁ__init____mutmut_18": "persistent=None is falsy, as False is",
@@ -159,10 +169,12 @@ EQUIVALENT = {
     **{f"hw4.explain.x_plot_words__mutmut_{n}": "10 points is matplotlib's default font size" for n in (90, 95)},
     **{f"hw4.explain.{name}": "all scores are 0 when the largest is: 0 / 1 and 0 / 2 are both 0" for name in (
         "x_plot_words__mutmut_34", "x_strengths__mutmut_4")},
-    "hw4.explain.x_word_attributions__mutmut_5": ON_THE_CPU,
+    **{f"hw4.explain.x_word_attributions__mutmut_{n}": ON_THE_CPU for n in (8, 29, 31)},
     **{f"hw3.predict.x_main__mutmut_{n}": ON_THE_CPU for n in (77, 81, 94)},
-    **{f"hw4.predict.x_main__mutmut_{n}": ON_THE_CPU for n in (114, 118, 174)},
-    **{f"hw{hw}.predict.x_main__mutmut_{n}": TOPK_DIM for hw, n in ((3, 123), (4, 181))},
+    **{f"hw4.predict.x_main__mutmut_{n}": ON_THE_CPU for n in (114, 118, 178)},
+    "hw4.predict.x_main__mutmut_180": ("a model without a bag reads a None beside the ids as no embeddings given, "
+                                       "and computes them itself"),
+    **{f"hw{hw}.predict.x_main__mutmut_{n}": TOPK_DIM for hw, n in ((3, 123), (4, 190))},
     **{f"hw{hw}.predict.x_main__mutmut_3": "data=None is falsy, as False is" for hw in (3, 4)},
     **{f"hw4.predict.x_main__mutmut_{n}": "argparse's metavar for --file is FILE anyway (its name in capitals)"
        for n in (27, 33)},

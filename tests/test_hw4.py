@@ -20,7 +20,8 @@ from common.imdb import load_imdb
 from common.splits import split_groups, split_indices
 from common.text import PAD_ID, UNK_ID, Vocab, tokenize, tokenize_corpus
 from common.text_batches import TextBatches, pad_batch, truncate
-from hw4.explain import Reading, as_ansi, as_markers, ngram_pushes, plot_words, read_review, word_attributions
+from hw4.explain import (Reading, as_ansi, as_markers, bag_log_odds, ngram_pushes, plot_words, read_review,
+                         word_attributions)
 import hw4.explain
 import hw4.model
 import hw4.predict
@@ -1033,6 +1034,42 @@ def test_predict_explains_each_review_and_names_unreadable_files(tmp_path, monke
         f"{config['classes'][label]} {p[label]:.3f}  (the words' push toward pos: {float(score.sum()):+.2f} log-odds)",
         as_markers(reading, score)]
     assert f"{config['classes'][label]} {p[label]:.3f}  \"great film, good\"" in [t.get_text() for t in figures["why.png"].texts]
+
+
+def test_predict_adds_the_bag_s_log_odds_and_lists_its_strongest_n_grams(tmp_path, monkeypatch, capsys):
+    encoder, config = tiny_checkpoint(tmp_path / "plain.pt")
+    texts = [np.array(t) for t in ([5, 4, 1, 2, 4, 1, 5, 2, 4], [3, 4, 1, 6, 4, 1, 3, 6, 4], [5, 2, 4], [6, 3, 4])]
+    bag = fit_ngram_bag(texts * 5, torch.tensor([1, 0, 1, 0] * 5), order=2, vocab_size=7, min_df=1)
+    model = BaggedClassifier(encoder, bag, encoder_weight=0.5).eval()
+    config = {**config, "bag_order": 2, "bag_features": len(bag.keys), "encoder_weight": 0.5}
+    save_checkpoint(tmp_path / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
+    review = "great film, good film and great good film"  # 9 tokens (, and and: <unk>): the bag reads all
+    status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, review, "--explain", "--top", "2",
+                              "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
+    vocab = Vocab(config["vocab"])
+    reading = read_review(review, vocab, 6, 2)
+    assert status == 0 and reading.dropped == 3 and len(reading.whole) == 9
+    with torch.no_grad():
+        z = bag([reading.whole])
+        p = model(reading.ids[None], z).softmax(1)[0]
+    assert float(z) > float(bag.bias) + 1  # the bag reads "great" and "good", the dropped words too
+    lines = out.splitlines()
+    assert lines[0] == f'"{review}": pos {p[1]:.3f}, neg {p[0]:.3f}'
+    pushes = ngram_pushes(model, reading, vocab)
+    assert len(pushes) > 8 and lines[-1] == (f"n-grams, {sum(q for _, q in pushes):+.2f} log-odds from {len(pushes)}: "
+                                             + ", ".join(f'"{g}" {q:+.2f}' for g, q in pushes[:8]))
+    assert lines[-2] == as_markers(reading, word_attributions(model, reading.ids, target=1))
+
+
+def test_bag_log_odds_are_the_bag_s_for_the_whole_reviews_and_none_without_a_bag():
+    bag = toy_bag(30)
+    encoder = TransformerClassifier(30, dim=8, layers=1, heads=2, max_len=4)
+    vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(2, 30)])
+    readings = [read_review(t, vocab, max_len=4, head=1) for t in ("w5 w2 w3 w9 w7 w8", "w3 w2 w9")]
+    expected = bag([np.array([5, 2, 3, 9, 7, 8]), np.array([3, 2, 9])])
+    torch.testing.assert_close(bag_log_odds(BaggedClassifier(encoder, bag), readings), expected)
+    assert float(expected[0]) > 0 > float(expected[1])  # "w2 w3", cut from what the encoder reads, still counts
+    assert bag_log_odds(encoder, readings) is None
 
 
 def test_predict_reads_its_default_checkpoint_from_the_repository_and_shows_the_top_class(tmp_path, monkeypatch,
