@@ -146,5 +146,3 @@ def bag_columns(keys: Tensor, text_keys: Tensor) -> Tensor:
         return torch.zeros(0, dtype=torch.int64)
     position = torch.searchsorted(keys, text_keys).clamp(max=len(keys) - 1)
     return position[keys[position] == text_keys]
-
-
