@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import common.text as text
-from common.ensemble import Ensemble, members_of, vote
+from common.ensemble import Ensemble, vote
 from common.errors import DataNotFoundError, UserError
 import common.imdb as imdb
 from common.imdb import load_imdb
@@ -32,7 +32,7 @@ from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, Mult
                        sinusoidal_positions)
 from hw4.ngrams import NgramBag, fit_ngram_bag, keys_fit, ngram_keys, ngram_words
 from hw4.report import evaluate_test, mistakes_report
-from tests.conftest import (NEGATIVE_WORDS, assert_drawn, assert_help, capture_figures, check_ensemble_run,
+from tests.conftest import (assert_drawn, assert_help, capture_figures, check_ensemble_run,
                             check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script)
 
 
