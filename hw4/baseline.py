@@ -23,7 +23,7 @@ from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from hw4.ngrams import fit_ngram_bag
 from hw4.report import print_test_summary, write_test_results
-from hw4.train import RECIPE
+from hw4.train import RECIPES
 
 ALPHAS = (0.5, 1.0)        # naive-Bayes smoothing of the n-gram counts
 CS = (0.03, 0.1, 0.3)      # inverse L2 strength of the logistic regression
@@ -35,9 +35,9 @@ def main() -> None:
     parser.add_argument("--order", type=number(int, 1, 3), default=3, help="longest n-gram (1-3)")
     parser.add_argument("--min-df", type=positive(), default=2,
                         help="n-grams seen in fewer training reviews are dropped")
-    parser.add_argument("--min-count", type=positive(), default=RECIPE.min_count,
+    parser.add_argument("--min-count", type=positive(), default=RECIPES["cnn"].min_count,
                         help="rarest word kept in the vocabulary (train.py's by default); rarer ones are <unk>")
-    parser.add_argument("--max-vocab", type=number(int, 3, 52_000), default=RECIPE.max_vocab,
+    parser.add_argument("--max-vocab", type=number(int, 3, 52_000), default=RECIPES["cnn"].max_vocab,
                         help="most words kept, the two specials included (train.py's by default; 1-3-gram keys "
                              "of at most 52,000 words fit the bag's 47 bits)")
     parser.add_argument("--val-size", type=count, default=DefaultInt(2500),

@@ -56,7 +56,7 @@ def word_attributions(model: nn.Module, ids: Tensor, target: int, steps: int = 3
     members = members_of(model.encoders if bagged else model)
     model.eval()
     batch = ids[None].to(next(model.parameters()).device)
-    embedded = torch.stack([member.embed(batch)[0] for member in members]).detach()  # (members, T, dim)
+    embedded = torch.stack([member.embedded(batch)[0] for member in members]).detach()  # (members, T, dim)
 
     def log_odds(points: Tensor) -> Tensor:  # (N, members, T, dim) -> (N,)
         rows = batch.expand(len(points), -1)

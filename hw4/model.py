@@ -1,6 +1,7 @@
-"""A Transformer encoder for text classification: token embeddings plus sinusoidal positions, pre-norm
-blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier;
-the encoders joined with an n-gram bag; the checkpoint kind and loading."""
+"""Encoders for text classification: a Transformer (token embeddings plus sinusoidal positions, pre-norm
+blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier)
+and a region CNN (Johnson & Zhang's seq-CNN); the encoders joined with an n-gram bag; the checkpoint
+kind and loading."""
 
 import math
 from pathlib import Path
@@ -86,8 +87,12 @@ class TransformerClassifier(nn.Module):
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
 
+    def embedded(self, ids: Tensor) -> Tensor:
+        """The token embeddings (B, T, dim) that `forward`'s `embedded` replaces."""
+        return self.embed(ids)
+
     def forward(self, ids: Tensor, embedded: Tensor | None = None) -> Tensor:
-        """`embedded` (B, T, dim), if given, replaces `self.embed(ids)` (for attributions to the embeddings)."""
+        """`embedded` (B, T, dim), if given, replaces `self.embedded(ids)` (for attributions to the embeddings)."""
         if ids.dim() != 2 or ids.shape[1] > len(self.positions):
             raise ValueError(f"expected token ids (batch, length <= {len(self.positions)}), "
                              f"got shape {tuple(ids.shape)}")
@@ -104,6 +109,62 @@ class TransformerClassifier(nn.Module):
         weights = keep.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1)  # mean over real tokens only
         return self.head(self.drop(pooled))
+
+
+class RegionCNN(nn.Module):
+    """Token ids (B, T), padded with PAD_ID, to class logits (B, num_classes): each run of `region`
+    consecutive words (a one-hot region, Johnson & Zhang's seq-CNN) gives `width` ReLU features, max-pooled
+    over the whole review, then dropout and a linear classifier. <unk>, padding and words past the table
+    (ids >= vocab_size: a smaller copy keeps the most frequent words) add nothing.
+
+    The convolution over one-hot words is a lookup: word w at slot i of a region adds row w of slot i's
+    table, so `embed` holds each word's `region` rows side by side (vocab_size, region * width)."""
+
+    def __init__(self, vocab_size: int, *, width: int = 500, region: int = 3, dropout: float = 0.5,
+                 num_classes: int = 2):
+        super().__init__()
+        self.width, self.region = width, region
+        self.embed = nn.Embedding(vocab_size, region * width, padding_idx=PAD_ID)
+        self.bias = nn.Parameter(torch.zeros(width))
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(width, num_classes)
+        nn.init.normal_(self.embed.weight, std=0.1 / math.sqrt(region))
+        with torch.no_grad():
+            self.embed.weight[[PAD_ID, UNK_ID]] = 0  # <unk> is never trained: it stays as padding
+
+    def known(self, ids: Tensor) -> Tensor:
+        """`ids` with <unk> and words past the table as padding: what the regions read."""
+        return torch.where((ids == UNK_ID) | (ids >= len(self.embed.weight)), PAD_ID, ids)
+
+    def embedded(self, ids: Tensor) -> Tensor:
+        """Each token's `region` table rows side by side (B, T, region * width), zero for what adds nothing:
+        what `forward`'s `embedded` replaces."""
+        return self.embed(self.known(ids))
+
+    def forward(self, ids: Tensor, embedded: Tensor | None = None) -> Tensor:
+        """`embedded` (B, T, region * width), if given, replaces `self.embedded(ids)` (for attributions)."""
+        if ids.dim() != 2:
+            raise ValueError(f"expected token ids (batch, length), got shape {tuple(ids.shape)}")
+        real = ids != PAD_ID  # a region counts where its first word is in the review
+        length, region = ids.shape[1], self.region
+        ids = F.pad(self.known(ids), (0, region - 1), value=PAD_ID)  # the last regions run past the end
+        if embedded is None:  # the fast way: at each position, one bag of `region` table rows
+            words = torch.stack([ids[:, i:i + length] for i in range(region)], dim=-1)  # (B, T, region)
+            rows = torch.where(words == PAD_ID, 0, words * region + torch.arange(region, device=ids.device))
+            summed = F.embedding_bag(rows.view(-1, region), self.embed.weight.view(-1, self.width), mode="sum",
+                                     padding_idx=0).view(len(ids), length, self.width)
+        else:
+            rows = F.pad(embedded, (0, 0, 0, region - 1)).view(len(ids), length + region - 1, region, self.width)
+            summed = sum(rows[:, i:i + length, i] for i in range(region))
+        features = F.relu(summed + self.bias) * real[..., None]  # ReLU's are >= 0, so 0 leaves the max alone
+        return self.head(self.drop(features.amax(dim=1)))
+
+    def first_words(self, count: int) -> "RegionCNN":
+        """A copy that knows only the first `count` words of the vocabulary (the most frequent)."""
+        small = RegionCNN(count, width=self.width, region=self.region, dropout=self.drop.p,
+                          num_classes=self.head.out_features)
+        small.load_state_dict({**self.state_dict(), "embed.weight": self.embed.weight[:count]})
+        return small
 
 
 class BaggedClassifier(nn.Module):
@@ -126,15 +187,24 @@ class BaggedClassifier(nn.Module):
 
 
 COMPACT_BAG = 400_000  # n-grams the committed int8 copy keeps, those of largest |weight|
+COMPACT_CNN_ROWS = 7_500_000  # int8 entries the committed copy's CNN tables hold together (its most frequent words)
 
 
 def compact_copy(model: nn.Module, config: dict) -> tuple[nn.Module, dict]:
-    """The model and config of the committed int8 copy: the same encoders, and a bag's COMPACT_BAG strongest
-    n-grams."""
-    if not isinstance(model, BaggedClassifier):
-        return model, config
+    """The model and config of the committed int8 copy: the same Transformers; CNNs that know only the most
+    frequent words, as many as COMPACT_CNN_ROWS entries hold; and a bag's COMPACT_BAG strongest n-grams."""
+    bagged = isinstance(model, BaggedClassifier)
+    encoders = model.encoders if bagged else model
+    if config.get("encoder") == "cnn":
+        members = members_of(encoders)
+        per_word = len(members) * members[0].embed.weight.shape[1]
+        words = min(max(2, COMPACT_CNN_ROWS // per_word), len(config["vocab"]))
+        encoders = ensemble([member.first_words(words) for member in members])
+        config = {**config, "cnn_words": words}
+    if not bagged:
+        return encoders, config
     bag = model.bag.strongest(COMPACT_BAG)
-    return BaggedClassifier(model.encoders, bag, model.encoder_weight), {**config, "bag_features": len(bag.keys)}
+    return BaggedClassifier(encoders, bag, model.encoder_weight), {**config, "bag_features": len(bag.keys)}
 
 
 def build_model(config: dict) -> nn.Module:
@@ -147,8 +217,11 @@ def build_model(config: dict) -> nn.Module:
                                                      vocab_size=len(config["vocab"])), config["encoder_weight"])
 
 
-def build_classifier(config: dict) -> TransformerClassifier:
-    """One encoder with the vocabulary, sizes and maximum length of `config`."""
+def build_classifier(config: dict) -> nn.Module:
+    """One encoder of the kind (`encoder`, a Transformer if absent), vocabulary and sizes of `config`."""
+    if config.get("encoder", "transformer") == "cnn":
+        return RegionCNN(config.get("cnn_words", len(config["vocab"])), width=config["width"], region=config["region"],
+                         dropout=config["dropout"], num_classes=len(config["classes"]))
     return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
                                  heads=config["heads"], ff_mult=config["ff_mult"], dropout=config["dropout"],
                                  max_len=config["max_len"], num_classes=len(config["classes"]))
@@ -164,6 +237,10 @@ def config_problem(config: dict) -> str | None:
         return f"vocab must be a list of 2 to 1,000,000 words starting with {PAD}, {UNK}"
     if not names(config["classes"], 2, 2):
         return "classes must be a list of 2 names"
+    encoder, width, region = config.get("encoder", "transformer"), config.get("width", 1), config.get("region", 1)
+    if encoder not in ("transformer", "cnn") or not (whole(width, 1, 8192) and whole(region, 1, 16)
+                                                     and whole(config.get("cnn_words", 2), 2, len(config["vocab"]))):
+        return "encoder transformer or cnn, width 1-8192, region 1-16 and cnn_words 2-len(vocab) are required"
     dim, heads, layers, ff_mult = config["dim"], config["heads"], config["layers"], config["ff_mult"]
     if not (whole(dim, 1, 4096) and whole(heads, 1, dim) and dim % heads == 0 and whole(layers, 1, 64)
             and whole(ff_mult, 1, 16) and whole(config.get("members", 1), 1, 16)):
@@ -177,7 +254,9 @@ def config_problem(config: dict) -> str | None:
         return f"bag_order 0-3, bag_features 0-{MAX_BAG_FEATURES:,} and encoder_weight in [0, 10] are required"
     if not keys_fit(order, len(config["vocab"])):
         return f"1-{order}-grams of {len(config['vocab']):,} words do not fit the bag's 47-bit keys"
-    parameters = config.get("members", 1) * (len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
+    per_member = (len(config["vocab"]) * region * width if encoder == "cnn"
+                  else len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
+    parameters = config.get("members", 1) * per_member
     if parameters > MAX_PARAMETERS:
         return f"it implies {parameters:,} parameters, over the {MAX_PARAMETERS:,} a hw4 model may have"
     return None

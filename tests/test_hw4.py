@@ -1,5 +1,6 @@
 """hw4: IMDB loading (folder and archive), tokenization, vocabulary, bucketed batches, the Transformer
-(attention against PyTorch's, padding invariance), word attributions and their display, and the
+(attention against PyTorch's, padding invariance), the region CNN (against a one-hot convolution), word
+attributions and their display, and the
 train/eval/predict scripts on a tiny fixture."""
 
 import json
@@ -10,7 +11,8 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 import common.text as text
 from common.ensemble import Ensemble, vote
@@ -27,7 +29,7 @@ import hw4.model
 import hw4.predict
 from hw4.train import ENCODER_WEIGHTS
 from common.checkpoint import save_checkpoint
-from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, MultiHeadSelfAttention,
+from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, MultiHeadSelfAttention, RegionCNN,
                        TransformerClassifier, build_model, compact_copy, config_problem, load_model,
                        sinusoidal_positions)
 from hw4.ngrams import NgramBag, fit_ngram_bag, keys_fit, ngram_keys, ngram_words
@@ -495,6 +497,63 @@ def test_ensemble_averages_its_members_probabilities():
         assert torch.allclose(Ensemble(members[:1])(ids), members[0](ids).log_softmax(-1), atol=1e-6)
 
 
+# --- the region CNN ----------------------------------------------------------------------------------
+def one_hot_cnn(model: RegionCNN, ids: Tensor) -> Tensor:
+    """The CNN's logits computed as its docstring says: a convolution over one-hot words (<unk> and padding
+    as all-zero columns), ReLU, the max over the regions starting at each real word, the linear head."""
+    vocab, (width, region) = len(model.embed.weight), (model.width, model.region)
+    hot = F.one_hot(ids, vocab).float()
+    hot[..., [PAD_ID, UNK_ID]] = 0
+    filters = model.embed.weight.view(vocab, region, width).permute(2, 0, 1)  # (width, vocab, region)
+    conv = F.conv1d(F.pad(hot.transpose(1, 2), (0, region - 1)), filters, model.bias)  # (B, width, T)
+    pooled = torch.stack([F.relu(conv[b, :, ids[b] != PAD_ID]).amax(1) for b in range(len(ids))])
+    return model.head(pooled)
+
+
+def test_region_cnn_is_a_convolution_over_one_hot_words_max_pooled_over_the_review():
+    torch.manual_seed(0)
+    model = RegionCNN(30, width=16, region=3).eval()
+    with torch.no_grad():
+        model.bias.normal_()  # so that padding would show if it leaked into the max
+        model.embed.weight[2:].normal_()
+    ids = torch.tensor([[5, UNK_ID, 7, 9, 3, PAD_ID, PAD_ID], [4, 4, 2, 8, 9, 11, 12], [6, PAD_ID, PAD_ID, PAD_ID,
+                                                                                       PAD_ID, PAD_ID, PAD_ID]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), one_hot_cnn(model, ids))
+        torch.testing.assert_close(model(ids, model.embedded(ids)), model(ids))  # the attribution path
+        alone = torch.cat([model(row[row != PAD_ID][None]) for row in ids])  # padding changes nothing
+        torch.testing.assert_close(model(ids), alone)
+    with pytest.raises(ValueError, match="expected token ids"):
+        model(torch.ones(7, dtype=torch.long))
+
+
+def test_region_cnn_never_trains_padding_or_unknown_words_and_learns_a_toy_task():
+    torch.manual_seed(0)
+    model = RegionCNN(20, width=32, region=2, dropout=0.0)
+    assert model.embed.weight.shape == (20, 64) and model.embed.weight[[PAD_ID, UNK_ID]].abs().sum() == 0
+    ids = torch.randint(1, 20, (64, 10))
+    ids[::3, 7:] = PAD_ID
+    labels = (ids[:, :-1] == 3).logical_and(ids[:, 1:] == 4).any(1).long()  # the bigram "3 4" decides
+    ids[::2, 4:6] = torch.tensor([3, 4])
+    labels[::2] = 1
+    losses = full_batch_losses(model, ids, labels, torch.optim.AdamW(model.parameters(), lr=1e-2), steps=40)
+    assert losses[-1] < 0.3 * losses[0] and model.embed.weight[[PAD_ID, UNK_ID]].abs().sum() == 0
+
+
+def test_a_cnn_knowing_the_first_words_reads_the_others_as_unknown():
+    torch.manual_seed(0)
+    model = RegionCNN(30, width=8, region=3).eval()
+    with torch.no_grad():
+        model.embed.weight[2:].normal_()
+    small = model.first_words(12).eval()
+    assert small.embed.weight.shape == (12, 24) and torch.equal(small.embed.weight, model.embed.weight[:12])
+    ids = torch.tensor([[5, 11, 12, 29, 3], [2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(small(ids), model(torch.where(ids >= 12, UNK_ID, ids)))
+        assert not torch.allclose(small(ids)[0], model(ids)[0])
+        assert small.embedded(ids)[0, 2:4].abs().sum() == 0  # nothing to attribute to words it does not know
+
+
 # --- the n-gram bag (hw4/baseline.py) -------------------------------------------------------------
 def toy_bag(vocab_size: int, seed: int = 0) -> NgramBag:
     """A 1-2-gram bag fitted on random texts whose label is whether word 3 follows word 2."""
@@ -586,6 +645,20 @@ def test_the_committed_copy_keeps_the_bag_s_strongest_n_grams(monkeypatch):
     assert small.encoders is model.encoders and small.encoder_weight == 0.2 and float(small.bag.bias) == float(bag.bias)
     plain = TransformerClassifier(30, dim=8, layers=1, heads=2, max_len=12)
     assert compact_copy(plain, config) == (plain, config)
+
+
+@pytest.mark.parametrize("rows, words", [(600, 10), (10_000, 30), (1, 2)])
+def test_the_committed_copy_s_cnns_share_a_budget_of_table_rows_among_the_most_frequent_words(monkeypatch, rows,
+                                                                                             words):
+    monkeypatch.setattr(hw4.model, "COMPACT_CNN_ROWS", rows)
+    cnns = Ensemble([RegionCNN(30, width=10, region=3) for _ in range(2)])  # 2 x 30 entries a word
+    config = {"encoder": "cnn", "vocab": [str(i) for i in range(30)], "bag_order": 2, "members": 2}
+    small, small_config = compact_copy(BaggedClassifier(cnns, toy_bag(30), 0.5), config)
+    assert small_config["cnn_words"] == words and small.encoder_weight == 0.5
+    for big, member in zip(cnns.members, small.encoders.members):
+        assert torch.equal(member.embed.weight, big.embed.weight[:words]) and torch.equal(member.bias, big.bias)
+    alone, alone_config = compact_copy(cnns.members[0], {**config, "members": 1})  # without a bag; one CNN
+    assert isinstance(alone, RegionCNN) and alone_config["cnn_words"] == min(30, max(2, rows // 30))
 
 
 def test_checkpoint_configs_with_a_bag_build_it_and_are_checked():
@@ -809,9 +882,9 @@ def test_reviews_are_read_as_the_model_reads_them_and_marked_by_their_push():
 
 
 # --- scripts ---------------------------------------------------------------------------------------
-TINY = ["--dim", "32", "--layers", "1", "--heads", "2", "--epochs", "4", "--batch-size", "8", "--lr", "3e-3",
-        "--val-size", "10", "--max-len", "32", "--head", "8", "--min-count", "1", "--warmup", "0.05",
-        "--members", "1", "--device", "cpu"]
+TINY = ["--encoder", "cnn", "--width", "32", "--epochs", "4", "--batch-size", "8", "--lr", "3e-2", "--val-size", "10", "--max-len", "32",
+        "--head", "8", "--min-count", "1", "--warmup", "0.05", "--members", "1", "--device", "cpu"]
+TINY_TRANSFORMER = [*TINY, "--encoder", "transformer", "--dim", "32", "--layers", "1", "--heads", "2", "--lr", "3e-3"]
 
 
 @pytest.fixture
@@ -949,7 +1022,7 @@ def test_an_ensemble_run_trains_each_member_saves_evaluates_and_resumes(imdb_dir
 @pytest.mark.script
 def test_without_a_bag_the_encoders_are_the_model(imdb_dir, tmp_path):
     out = tmp_path / "alone"
-    result = run_script("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, *TINY, "--epochs", "1",
+    result = run_script("hw4/train.py", "--data-dir", imdb_dir, "--out-dir", out, *TINY_TRANSFORMER, "--epochs", "1",
                         "--bag-order", "0", env={"CSE849_CACHE": str(tmp_path / "c")})
     assert result.returncode == 0, result.stderr
     assert "n-gram bag" not in result.stdout and "encoders' weight" not in result.stdout
