@@ -1,7 +1,7 @@
 """How fast this machine trains each model of the repo, as a fraction of its own matmul peak.
 
 Measures the GEMM peak in fp32 and, where the hardware has it, bf16; then trains each model (hw3 cnn,
-hw3 airbench, hw4 encoder) on synthetic tensors of the real shapes with its real optimizer, in fp32
+hw3 airbench, hw4's Transformer encoder) on synthetic tensors of the real shapes with its real optimizer, in fp32
 and in `--precision auto`, and prints one table. FLOPs are those of matmuls, convolutions and
 attention, forward and backward, counted by torch.utils.flop_counter on one step."""
 
@@ -25,9 +25,10 @@ from common.device import autocast, native_bf16, report_machine
 from hw3.model import AirbenchNet, SeedCNN
 from hw3.train import RECIPES, make_optimizer
 from hw4.model import TransformerClassifier
-from hw4.train import RECIPE
+from hw4.train import RECIPES as HW4_RECIPES
 
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")  # e.g. avx2: an AVX2-only CPU
+TRANSFORMER = HW4_RECIPES["transformer"]
 TARGETS = {"hw3 cnn": 0.5, "hw3 airbench": 0.5, "hw4 encoder": 0.3}  # fraction of the GEMM peak
 # The default runs, as the recipes in the train scripts say: command, samples trained (training
 # split x epochs x members).
@@ -35,7 +36,8 @@ DEFAULT_RUNS = {
     "hw3 cnn": ("python hw3/train.py", 45_000 * RECIPES["cnn"].epochs * RECIPES["cnn"].members),
     "hw3 airbench": ("python hw3/train.py --model airbench",
                      45_000 * RECIPES["airbench"].epochs * RECIPES["airbench"].members),
-    "hw4 encoder": ("python hw4/train.py", 22_500 * RECIPE.epochs * RECIPE.members),
+    "hw4 encoder": ("python hw4/train.py --encoder transformer",
+                    22_500 * TRANSFORMER.epochs * TRANSFORMER.members),
 }
 # torch's FLOP counter knows the GPU attention kernels only; the CPU one does the same matmuls.
 CPU_ATTENTION_FLOPS = {
@@ -89,14 +91,17 @@ def hw3_workload(name: str, tiny: bool) -> Workload:
 
 
 def hw4_workload(tiny: bool, tokens: int) -> Workload:
-    """hw4's encoder at its recipe's size, a batch of the recipe's size of reviews of `tokens` tokens, AdamW."""
+    """hw4's Transformer encoder at its recipe's size, a batch of the recipe's size of reviews of `tokens`
+    tokens, AdamW."""
     model = (TransformerClassifier(100, dim=16, layers=1, heads=2, max_len=16) if tiny
-             else TransformerClassifier(RECIPE.max_vocab, dim=RECIPE.dim, layers=RECIPE.layers, heads=RECIPE.heads,
-                                        ff_mult=RECIPE.ff_mult, dropout=RECIPE.dropout, max_len=RECIPE.max_len))
-    batch, length = (4, 16) if tiny else (RECIPE.batch_size, tokens)
+             else TransformerClassifier(TRANSFORMER.max_vocab, dim=TRANSFORMER.dim, layers=TRANSFORMER.layers,
+                                        heads=TRANSFORMER.heads, ff_mult=TRANSFORMER.ff_mult,
+                                        dropout=TRANSFORMER.dropout, max_len=TRANSFORMER.max_len))
+    batch, length = (4, 16) if tiny else (TRANSFORMER.batch_size, tokens)
 
     def optimizer(model: nn.Module, precision: str):
-        return torch.optim.AdamW(model.parameters(), lr=RECIPE.lr, weight_decay=RECIPE.weight_decay, fused=True), None
+        return torch.optim.AdamW(model.parameters(), lr=TRANSFORMER.lr, weight_decay=TRANSFORMER.weight_decay,
+                                 fused=True), None
     ids = torch.randint(2, len(model.embed.weight), (batch, length))
     return Workload("hw4 encoder", f"review ({length} tokens)", model, ids, torch.randint(0, 2, (batch,)),
                     optimizer, grad_clip=1.0)

@@ -1,5 +1,6 @@
-"""Which words decided a review: integrated gradients over the encoders' token embeddings, and the review
-shown with each word marked by how far it pushed the decision (ANSI colour, plain markers, Markdown, PNG)."""
+"""Which words decided a review: integrated gradients over the encoders' token embeddings (a CNN's: each
+word's table rows), and the review shown with each word marked by how far it pushed the decision (ANSI
+colour, plain markers, Markdown, PNG)."""
 
 import math
 from dataclasses import dataclass
@@ -49,8 +50,8 @@ def bag_log_odds(model: nn.Module, readings: list[Reading]) -> Tensor | None:
 
 def word_attributions(model: nn.Module, ids: Tensor, target: int, steps: int = 32) -> Tensor:
     """How much each token (ids (T,)) moved the log-odds of class `target` through the encoders, in fp32:
-    integrated gradients over every member's token embeddings at once, from all-zero embeddings (each
-    token as `<pad>`, the attention mask unchanged); they add up to the log-odds' change along that path.
+    integrated gradients over every member's token embeddings at once (`embedded`), from all-zero ones (each
+    token as `<pad>`, the padding mask unchanged); they add up to the log-odds' change along that path.
     (A model's n-gram bag adds to those log-odds; `ngram_pushes` gives its part.)"""
     bagged = isinstance(model, BaggedClassifier)
     members = members_of(model.encoders if bagged else model)
