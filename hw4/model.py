@@ -169,8 +169,8 @@ class RegionCNN(nn.Module):
 
 class BaggedClassifier(nn.Module):
     """Encoders beside an n-gram bag: the bag reads the whole review and gives its log-odds z, the encoders
-    (one, or an Ensemble voting) read its first and last tokens and give theirs, d; the review's log-odds
-    are z + encoder_weight * d."""
+    (one, or an Ensemble voting) read it (a long one cut to its first and last tokens) and give theirs, d;
+    the review's log-odds are z + encoder_weight * d."""
 
     def __init__(self, encoders: nn.Module, bag: NgramBag, encoder_weight: float = 1.0):
         super().__init__()

@@ -181,7 +181,8 @@ def main() -> None:
         with staged_folder(args.out_dir, announce=report_written) as out:
             title = (f"IMDB region CNN ({args.width} features, regions of {args.region} words" if args.encoder == "cnn"
                      else f"IMDB Transformer ({args.layers} layers, width {args.dim}")
-            title += (f"; {args.members} members trained in turn" if args.members > 1 else "") + "): train and validation"
+            title += f"; {args.members} members trained in turn" if args.members > 1 else ""
+            title += "): train and validation"
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
                                   plot_name="training_curves.png", title=title)
             small, small_config = compact_copy(model, config)  # model.pt is too large for git; this is not

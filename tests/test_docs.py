@@ -101,7 +101,8 @@ FIGURES = [
         minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw4/eval.py` (", "hw4/results/eval-data/metrics.json", lambda m: [
         pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
-    ("README.md", "| `python hw4/train.py --bag-order 0 --members 3 --out-dir runs/transformer_alone` (", "hw4/results/selection/transformer_alone.json",
+    ("README.md", "| `python hw4/train.py --encoder transformer --bag-order 0 --members 3 --out-dir runs/transformer_alone` (",
+     "hw4/results/selection/transformer_alone.json",
      lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
                 minutes(m["wall_seconds"])]),
     ("hw0/README.md", "| q3, batch 128", "hw0/results/q3_metrics.json", lambda m: [
@@ -136,12 +137,19 @@ FIGURES = [
         minutes(m["wall_seconds"])]),
     ("hw4/README.md", "| the same, int8 copy, `python hw4/eval.py` |", "hw4/results/eval-data/metrics.json",
      lambda m: [pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}"]),
-    ("hw4/README.md", "| Transformer alone, `--bag-order 0 --members 3` |", "hw4/results/selection/transformer_alone.json",
+    ("hw4/README.md", "| Transformer alone, `--encoder transformer --bag-order 0 --members 3` |",
+     "hw4/results/selection/transformer_alone.json",
      lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
                 minutes(m["wall_seconds"])]),
-    ("hw4/README.md", "| default, `--seed 1 --out-dir runs/default_seed1` |", "hw4/results/selection/default_seed1.json",
-     lambda m: [pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
-                minutes(m["wall_seconds"])]),
+    *[("hw4/README.md", row, f"hw4/results/selection/{run}.json", lambda m: [
+        pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])])
+      for row, run in (("| default, `--seed 1 --out-dir runs/default_cnn_seed1` |", "default_cnn_seed1"),
+                       ("| Transformers beside the bag, `--encoder transformer` |", "transformers_bag"),
+                       ("| `transformers_bag` |", "transformers_bag"), ("| `default_seed1` |", "default_seed1"),
+                       ("| `cnn_m1` |", "cnn_m1"))],
+    ("hw4/README.md", "| default | two region CNNs |", "hw4/results/metrics.json", lambda m: [
+        pct(m["encoders_val_acc"]), pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
+        minutes(m["wall_seconds"])]),
     ("hw4/README.md", "| same, `--seed 1 --out-dir runs/seed1` |", "hw4/results/selection/seed1.json", lambda m: [
         pct(m["ensemble_val_acc"]), pct(m["test"]["accuracy"]), f"{m['test']['f1']:.4f}"]),
 ]
@@ -342,8 +350,12 @@ def test_every_numeric_option_checks_its_range_and_its_default_lies_in_it(option
     ("hw4/train.py", ["--dropout", "-0.1"], "--dropout: must be >= 0 and < 1"),
     ("hw4/train.py", ["--warmup", "2"], "--warmup: must be >= 0 and < 1"),
     ("hw4/train.py", ["--warmup", "-1"], "--warmup: must be >= 0 and < 1"),
-    ("hw4/train.py", ["--heads", "3", "--dim", "128"], "--dim 128 must be a multiple of --heads 3"),
-    ("hw4/train.py", ["--dim", "7"], "--dim 7 must be a multiple of --heads 4"),
+    ("hw4/train.py", ["--encoder", "transformer", "--heads", "3", "--dim", "128"],
+     "--dim 128 must be a multiple of --heads 3"),
+    ("hw4/train.py", ["--encoder", "transformer", "--dim", "7"], "--dim 7 must be a multiple of --heads 4"),
+    ("hw4/train.py", ["--width", "0"], "--width: must be >= 1 and <= 8192"),
+    ("hw4/train.py", ["--region", "17"], "--region: must be >= 1 and <= 16"),
+    ("hw4/train.py", ["--encoder", "lstm"], "--encoder: invalid choice: 'lstm'"),
     ("hw4/baseline.py", ["--order", "4"], "--order: must be >= 1 and <= 3"),
     ("hw4/baseline.py", ["--max-vocab", "60000"], "--max-vocab: must be >= 3 and <= 52000"),
     ("hw2/train.py", ["--momentum", "1"], "--momentum: must be >= 0 and < 1"),

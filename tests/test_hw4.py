@@ -451,6 +451,24 @@ def test_checkpoint_configs_are_checked_at_each_limit():
     assert config_problem({**halves, "layers": 2}).startswith("it implies 272,000,000 parameters")
 
 
+def test_cnn_checkpoint_configs_are_checked_at_each_limit():
+    good = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
+            "ff_mult": 2, "dropout": 0.5, "max_len": 6, "head": 2, "encoder": "cnn", "width": 4, "region": 3}
+    cnn = "encoder transformer or cnn, width 1-8192, region 1-16 and cnn_words 2-len(vocab) are required"
+    cases = [({}, None), ({"encoder": "transformer"}, None), ({"encoder": "lstm"}, cnn), ({"width": 1}, None),
+             ({"width": 8192}, None), ({"width": 0}, cnn), ({"width": 8193}, cnn), ({"width": 4.0}, cnn),
+             ({"region": 1}, None), ({"region": 16}, None), ({"region": 0}, cnn), ({"region": 17}, cnn),
+             ({"cnn_words": 2}, None), ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
+    for change, problem in cases:
+        assert config_problem({**good, **change}) == problem, change
+    assert isinstance(build_model(good), RegionCNN)
+    assert build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 12)
+    # the parameter count: members x vocab x region x width, at most 200 million
+    at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(99_998))], "width": 1000, "region": 2}
+    assert config_problem(at_limit) is None
+    assert config_problem({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
+
+
 def test_padded_batch_gives_the_same_logits_as_each_sequence_alone():
     torch.manual_seed(0)
     model = TransformerClassifier(50, dim=32, layers=2, heads=4, max_len=64).eval()
