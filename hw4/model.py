@@ -124,7 +124,7 @@ class RegionCNN(nn.Module):
                  num_classes: int = 2):
         super().__init__()
         self.width, self.region = width, region
-        self.embed = nn.Embedding(vocab_size, region * width, padding_idx=PAD_ID)
+        self.embed = nn.Embedding(vocab_size, region * width)
         self.bias = nn.Parameter(torch.zeros(width))
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
@@ -219,7 +219,7 @@ def build_model(config: dict) -> nn.Module:
 
 def build_classifier(config: dict) -> nn.Module:
     """One encoder of the kind (`encoder`, a Transformer if absent), vocabulary and sizes of `config`."""
-    if config.get("encoder", "transformer") == "cnn":
+    if config.get("encoder") == "cnn":
         return RegionCNN(config.get("cnn_words", len(config["vocab"])), width=config["width"], region=config["region"],
                          dropout=config["dropout"], num_classes=len(config["classes"]))
     return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
@@ -237,10 +237,12 @@ def config_problem(config: dict) -> str | None:
         return f"vocab must be a list of 2 to 1,000,000 words starting with {PAD}, {UNK}"
     if not names(config["classes"], 2, 2):
         return "classes must be a list of 2 names"
-    encoder, width, region = config.get("encoder", "transformer"), config.get("width", 1), config.get("region", 1)
-    if encoder not in ("transformer", "cnn") or not (whole(width, 1, 8192) and whole(region, 1, 16)
-                                                     and whole(config.get("cnn_words", 2), 2, len(config["vocab"]))):
-        return "encoder transformer or cnn, width 1-8192, region 1-16 and cnn_words 2-len(vocab) are required"
+    cnn = config.get("encoder") == "cnn"
+    if config.get("encoder") not in (None, "transformer", "cnn"):
+        return "encoder must be transformer or cnn"
+    if cnn and not (whole(config.get("width"), 1, 8192) and whole(config.get("region"), 1, 16)
+                    and whole(config.get("cnn_words", len(config["vocab"])), 2, len(config["vocab"]))):
+        return "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
     dim, heads, layers, ff_mult = config["dim"], config["heads"], config["layers"], config["ff_mult"]
     if not (whole(dim, 1, 4096) and whole(heads, 1, dim) and dim % heads == 0 and whole(layers, 1, 64)
             and whole(ff_mult, 1, 16) and whole(config.get("members", 1), 1, 16)):
@@ -254,7 +256,7 @@ def config_problem(config: dict) -> str | None:
         return f"bag_order 0-3, bag_features 0-{MAX_BAG_FEATURES:,} and encoder_weight in [0, 10] are required"
     if not keys_fit(order, len(config["vocab"])):
         return f"1-{order}-grams of {len(config['vocab']):,} words do not fit the bag's 47-bit keys"
-    per_member = (len(config["vocab"]) * region * width if encoder == "cnn"
+    per_member = (len(config["vocab"]) * config["region"] * config["width"] if cnn
                   else len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
     parameters = config.get("members", 1) * per_member
     if parameters > MAX_PARAMETERS:

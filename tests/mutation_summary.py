@@ -141,23 +141,27 @@ EQUIVALENT = {
        for n in (21, 22)},
     "hw3.model.xǁSeedCNNǁ__init____mutmut_29": ("widths hold 1 to 5 entries, and 33 // 2**k == 32 // 2**k for every "
                                                "k >= 1"),
-    "hw4.model.x_build_classifier__mutmut_16": ("config_problem accepts exactly 2 classes, the classifier's default "
-                                               "num_classes"),
-    "hw4.model.x_config_problem__mutmut_91": "a config without members is valid with either default, both in 1-16",
+    **{f"hw4.model.x_build_classifier__mutmut_{n}": ("config_problem accepts exactly 2 classes, either classifier's "
+       "default num_classes") for n in (16, 44)},
+    "hw4.model.x_config_problem__mutmut_149": "a config without members is valid with either default, both in 1-16",
     "hw4.model.x_load_model__mutmut_12": ON_THE_CPU,
     **{f"hw4.model.x_build_model__mutmut_{n}": "a config without bag_order has no bag with either default (0 and None "
        "are both falsy)" for n in (14, 16)},
-    "hw4.model.x_config_problem__mutmut_136": ("a config without bag_order passes with either default: 0 and 1 are "
+    "hw4.model.x_config_problem__mutmut_194": ("a config without bag_order passes with either default: 0 and 1 are "
                                                "both in 0-3, and 1-grams of up to 1,000,000 words fit 47-bit keys"),
-    "hw4.model.x_config_problem__mutmut_143": ("a config without encoder_weight passes with either default, both in "
+    "hw4.model.x_config_problem__mutmut_201": ("a config without encoder_weight passes with either default, both in "
                                                "[0, 10]"),
-    "hw4.model.x_config_problem__mutmut_168": ("a config without bag_features passes with either default, both in "
+    "hw4.model.x_config_problem__mutmut_226": ("a config without bag_features passes with either default, both in "
                                                "0-50,000,000"),
     **{f"hw4.model.xǁBaggedClassifierǁforward__mutmut_{n}": ("the vote of one member is its log-softmax, whose two "
        "classes differ by as much as its logits do") for n in (14, 16)},
     **{f"hw4.model.x_sinusoidal_positions__mutmut_{n}": ("an int64 arange times a float32 is float32, and these "
        "whole numbers are exact in either") for n in (3, 5, 12, 16)},
     "hw4.model.xǁTransformerClassifierǁ__init____mutmut_18": "persistent=None is falsy, as False is",
+    **{f"hw4.model.xǁRegionCNNǁforward__mutmut_{n}": "F.pad fills with 0 by default, and PAD_ID is 0" for n in (12, 15)},
+    "hw4.model.xǁRegionCNNǁforward__mutmut_18": ("each slot of a region reads `length` columns, so padding past the "
+                                                "first region - 1 is never read"),
+    **{f"hw4.model.xǁRegionCNNǁforward__mutmut_{n}": ON_THE_CPU for n in (42, 44)},
     "hw4.model.xǁTransformerClassifierǁforward__mutmut_44": ("boolean weights multiply and count as 1.0 and 0.0 "
                                                             "do"),
     "hw4.explain.x_as_markers__mutmut_8": "a word at step 0 gets 0 marks, whichever sign is chosen",

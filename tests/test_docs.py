@@ -116,6 +116,8 @@ FIGURES = [
         f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]),
     ("benchmarks/README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         minutes(m["wall_seconds"])]),
+    ("benchmarks/README.md", "| `python hw4/train.py --encoder transformer --out-dir runs/transformers_bag` |",
+     "hw4/results/selection/transformers_bag.json", lambda m: [minutes(m["wall_seconds"])]),
     ("hw1/README.md", "| **0.01** (chosen) |", "hw1/results/q2_metrics.json", lambda m: [
         f"{row['train_mse']:.4f} | **{row['val_mse']:.4f}**" for row in m["sweep"] if row["lr"] == 0.01]),
     ("hw1/README.md", "| hand-written MLP and Adam |", "hw1/results/q2_metrics.json", lambda m: [

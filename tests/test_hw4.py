@@ -453,20 +453,33 @@ def test_checkpoint_configs_are_checked_at_each_limit():
 
 def test_cnn_checkpoint_configs_are_checked_at_each_limit():
     good = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
-            "ff_mult": 2, "dropout": 0.5, "max_len": 6, "head": 2, "encoder": "cnn", "width": 4, "region": 3}
-    cnn = "encoder transformer or cnn, width 1-8192, region 1-16 and cnn_words 2-len(vocab) are required"
-    cases = [({}, None), ({"encoder": "transformer"}, None), ({"encoder": "lstm"}, cnn), ({"width": 1}, None),
-             ({"width": 8192}, None), ({"width": 0}, cnn), ({"width": 8193}, cnn), ({"width": 4.0}, cnn),
-             ({"region": 1}, None), ({"region": 16}, None), ({"region": 0}, cnn), ({"region": 17}, cnn),
-             ({"cnn_words": 2}, None), ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
+            "ff_mult": 2, "dropout": 0.25, "max_len": 6, "head": 2, "encoder": "cnn", "width": 4, "region": 2}
+    cnn = "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
+    cases = [({}, None), ({"encoder": "transformer"}, None), ({"encoder": "lstm"}, "encoder must be transformer or cnn"),
+             ({"width": 1}, None), ({"width": 8192}, None), ({"width": 0}, cnn), ({"width": 8193}, cnn),
+             ({"width": 4.0}, cnn), ({"width": None}, cnn), ({"region": 1}, None), ({"region": 16}, None),
+             ({"region": 0}, cnn), ({"region": 17}, cnn), ({"region": None}, cnn), ({"cnn_words": 2}, None),
+             ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
     for change, problem in cases:
         assert config_problem({**good, **change}) == problem, change
-    assert isinstance(build_model(good), RegionCNN)
-    assert build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 12)
+    model = build_model(good)
+    assert isinstance(model, RegionCNN) and (model.width, model.region, model.drop.p) == (4, 2, 0.25)
+    assert model.embed.weight.shape == (4, 8) and build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 8)
+    transformer = {key: value for key, value in good.items() if key not in ("encoder", "width", "region")}
+    assert config_problem(transformer) is None and isinstance(build_model(transformer), TransformerClassifier)
     # the parameter count: members x vocab x region x width, at most 200 million
     at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(99_998))], "width": 1000, "region": 2}
     assert config_problem(at_limit) is None
     assert config_problem({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
+
+
+def test_the_region_cnn_has_the_documented_defaults_and_starts_small():
+    torch.manual_seed(0)
+    model = RegionCNN(2000)
+    assert (model.width, model.region, model.drop.p, model.head.out_features) == (500, 3, 0.5, 2)
+    assert model.embed.weight.shape == (2000, 1500) and model.bias.abs().sum() == 0
+    assert float(model.embed.weight[2:].detach().std()) == pytest.approx(0.1 / 3 ** 0.5, rel=0.01)
+    assert float(RegionCNN(2000, width=10, region=4).embed.weight[2:].detach().std()) == pytest.approx(0.05, rel=0.05)
 
 
 def test_padded_batch_gives_the_same_logits_as_each_sequence_alone():
@@ -560,11 +573,12 @@ def test_region_cnn_never_trains_padding_or_unknown_words_and_learns_a_toy_task(
 
 def test_a_cnn_knowing_the_first_words_reads_the_others_as_unknown():
     torch.manual_seed(0)
-    model = RegionCNN(30, width=8, region=3).eval()
+    model = RegionCNN(30, width=8, region=2, dropout=0.25, num_classes=3).eval()
     with torch.no_grad():
         model.embed.weight[2:].normal_()
     small = model.first_words(12).eval()
-    assert small.embed.weight.shape == (12, 24) and torch.equal(small.embed.weight, model.embed.weight[:12])
+    assert small.embed.weight.shape == (12, 16) and torch.equal(small.embed.weight, model.embed.weight[:12])
+    assert (small.region, small.drop.p, small.head.out_features) == (2, 0.25, 3)
     ids = torch.tensor([[5, 11, 12, 29, 3], [2, 3, 4, 5, 6]])
     with torch.no_grad():
         torch.testing.assert_close(small(ids), model(torch.where(ids >= 12, UNK_ID, ids)))
