@@ -1,7 +1,6 @@
 """hw4: IMDB loading (folder and archive), tokenization, vocabulary, bucketed batches, the Transformer
 (attention against PyTorch's, padding invariance), the region CNN (against a one-hot convolution), word
-attributions and their display, and the
-train/eval/predict scripts on a tiny fixture."""
+attributions and their display, and the train/eval/predict scripts on a tiny fixture."""
 
 import json
 import re
@@ -451,37 +450,6 @@ def test_checkpoint_configs_are_checked_at_each_limit():
     assert config_problem({**halves, "layers": 2}).startswith("it implies 272,000,000 parameters")
 
 
-def test_cnn_checkpoint_configs_are_checked_at_each_limit():
-    good = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
-            "ff_mult": 2, "dropout": 0.25, "max_len": 6, "head": 2, "encoder": "cnn", "width": 4, "region": 2}
-    cnn = "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
-    cases = [({}, None), ({"encoder": "transformer"}, None), ({"encoder": "lstm"}, "encoder must be transformer or cnn"),
-             ({"width": 1}, None), ({"width": 8192}, None), ({"width": 0}, cnn), ({"width": 8193}, cnn),
-             ({"width": 4.0}, cnn), ({"width": None}, cnn), ({"region": 1}, None), ({"region": 16}, None),
-             ({"region": 0}, cnn), ({"region": 17}, cnn), ({"region": None}, cnn), ({"cnn_words": 2}, None),
-             ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
-    for change, problem in cases:
-        assert config_problem({**good, **change}) == problem, change
-    model = build_model(good)
-    assert isinstance(model, RegionCNN) and (model.width, model.region, model.drop.p) == (4, 2, 0.25)
-    assert model.embed.weight.shape == (4, 8) and build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 8)
-    transformer = {key: value for key, value in good.items() if key not in ("encoder", "width", "region")}
-    assert config_problem(transformer) is None and isinstance(build_model(transformer), TransformerClassifier)
-    # the parameter count: members x vocab x region x width, at most 200 million
-    at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(99_998))], "width": 1000, "region": 2}
-    assert config_problem(at_limit) is None
-    assert config_problem({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
-
-
-def test_the_region_cnn_has_the_documented_defaults_and_starts_small():
-    torch.manual_seed(0)
-    model = RegionCNN(2000)
-    assert (model.width, model.region, model.drop.p, model.head.out_features) == (500, 3, 0.5, 2)
-    assert model.embed.weight.shape == (2000, 1500) and model.bias.abs().sum() == 0
-    assert float(model.embed.weight[2:].detach().std()) == pytest.approx(0.1 / 3 ** 0.5, rel=0.01)
-    assert float(RegionCNN(2000, width=10, region=4).embed.weight[2:].detach().std()) == pytest.approx(0.05, rel=0.05)
-
-
 def test_padded_batch_gives_the_same_logits_as_each_sequence_alone():
     torch.manual_seed(0)
     model = TransformerClassifier(50, dim=32, layers=2, heads=4, max_len=64).eval()
@@ -529,6 +497,37 @@ def test_ensemble_averages_its_members_probabilities():
 
 
 # --- the region CNN ----------------------------------------------------------------------------------
+def test_cnn_checkpoint_configs_are_checked_at_each_limit():
+    good = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
+            "ff_mult": 2, "dropout": 0.25, "max_len": 6, "head": 2, "encoder": "cnn", "width": 4, "region": 2}
+    cnn = "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
+    cases = [({}, None), ({"encoder": "transformer"}, None), ({"encoder": "lstm"}, "encoder must be transformer or cnn"),
+             ({"width": 1}, None), ({"width": 8192}, None), ({"width": 0}, cnn), ({"width": 8193}, cnn),
+             ({"width": 4.0}, cnn), ({"width": None}, cnn), ({"region": 1}, None), ({"region": 16}, None),
+             ({"region": 0}, cnn), ({"region": 17}, cnn), ({"region": None}, cnn), ({"cnn_words": 2}, None),
+             ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
+    for change, problem in cases:
+        assert config_problem({**good, **change}) == problem, change
+    model = build_model(good)
+    assert isinstance(model, RegionCNN) and (model.width, model.region, model.drop.p) == (4, 2, 0.25)
+    assert model.embed.weight.shape == (4, 8) and build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 8)
+    transformer = {key: value for key, value in good.items() if key not in ("encoder", "width", "region")}
+    assert config_problem(transformer) is None and isinstance(build_model(transformer), TransformerClassifier)
+    # the parameter count: members x vocab x region x width, at most 200 million
+    at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(99_998))], "width": 1000, "region": 2}
+    assert config_problem(at_limit) is None
+    assert config_problem({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
+
+
+def test_the_region_cnn_has_the_documented_defaults_and_starts_small():
+    torch.manual_seed(0)
+    model = RegionCNN(2000)
+    assert (model.width, model.region, model.drop.p, model.head.out_features) == (500, 3, 0.5, 2)
+    assert model.embed.weight.shape == (2000, 1500) and model.bias.abs().sum() == 0
+    assert float(model.embed.weight[2:].detach().std()) == pytest.approx(0.1 / 3 ** 0.5, rel=0.01)
+    assert float(RegionCNN(2000, width=10, region=4).embed.weight[2:].detach().std()) == pytest.approx(0.05, rel=0.05)
+
+
 def one_hot_cnn(model: RegionCNN, ids: Tensor) -> Tensor:
     """The CNN's logits computed as its docstring says: a convolution over one-hot words (<unk> and padding
     as all-zero columns), ReLU, the max over the regions starting at each real word, the linear head."""
