@@ -17,9 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.atomic_io import write_json
 from common.cli import report_written, run
 from common.device import report_machine
-from common.schedules import warmup_linear_decay
 from common.tensor_batches import TensorBatches
-from common.training import fit
+from common.training import Optimization, fit, warmup_linear_decay
 from hw0.q3 import make_mlp
 
 N, BATCH = 2000, 32  # HW0_data.pt's training split, and a batch size of the sweep
@@ -44,8 +43,7 @@ def steps_per_second(loop: str, loader, epochs: int) -> float:
     if loop == "bare":
         bare_loop(model, loader, optimizer, scheduler, epochs)
     else:
-        fit(model, optimizer, nn.MSELoss(), loader, None, epochs=epochs, device=torch.device("cpu"),
-            scheduler=scheduler, quiet=True)
+        fit(model, nn.MSELoss(), Optimization(optimizer, scheduler), loader, None, epochs=epochs, desc=None)
     return epochs * len(loader) / (time.perf_counter() - began)
 
 

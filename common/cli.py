@@ -1,4 +1,5 @@
-"""Command-line conventions shared by every script: common options and one-line error reporting."""
+"""Command-line conventions shared by every script: common options, progress bars and one-line error
+reporting."""
 
 import argparse
 import errno
@@ -6,12 +7,13 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from common.data_dir import resolve_data_dir
 from common.device import PRECISIONS, report_machine, select_device
@@ -193,6 +195,13 @@ def read_each(paths: list, read: Callable[[object], object], what: str,
     if not done and not others and errors:
         raise UserError(f"none of the {len(errors)} {what} could be read")
     return done, len(errors)
+
+
+def progress(iterable: Iterable | None = None, *, desc: str = "", total: int | None = None,
+             quiet: bool = False, leave: bool = True) -> tqdm:
+    """A tqdm bar, disabled when `quiet` or when stderr is not a terminal (logs, CI, pipes)."""
+    return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
 
 
 def run(main: Callable[[], object]) -> None:

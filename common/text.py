@@ -13,7 +13,7 @@ from nltk.tokenize import RegexpTokenizer
 
 from common.atomic_io import atomic_path
 from common.data_dir import cache_dir
-from common.progress import progress
+from common.cli import progress
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 in every vocabulary
 PAD_ID, UNK_ID = 0, 1

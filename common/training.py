@@ -1,10 +1,9 @@
-"""The training loop shared by every homework: epochs over train/val loaders, a per-epoch history,
-progress bars, bf16 or fp16 autocast (fp16 with a gradient scaler), an atomic per-epoch checkpoint
-and `--resume` from it.
+"""The training loop every homework uses: epochs over train/val loaders, a per-epoch history, progress
+bars, bf16 or fp16 autocast (fp16 with a gradient scaler), an atomic per-epoch checkpoint and `--resume`
+from it; the learning-rate schedule; and the record a run of several members writes.
 
 Under torchrun the epoch totals are summed over processes and only rank 0 prints and writes."""
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,11 +14,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.atomic_io import write_json
-from common.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from common.checkpoint import COMPACT_CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
+from common.cli import progress
 from common.device import autocast, gradient_scaler
 from common.distributed import all_reduce_sum, is_main, unwrap
 from common.errors import TrainingDiverged, UserError
-from common.progress import progress
+from common.metrics import accuracy
+from common.plotting import plot_member_histories
 from common.seeding import device_rng_state, set_device_rng_state
 
 MetricFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> batch mean
@@ -38,6 +39,27 @@ class Checkpointing:
     config: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     resume: bool = False
+
+
+@dataclass
+class Optimization:
+    """How each training batch updates the weights: the gradients' norm clipped to `grad_clip` (if set),
+    an `optimizer` step, then a `scheduler` step (if set)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    grad_clip: float | None = None
+
+
+def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int,
+                        warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Ramp the learning rate linearly from ~0 to its peak over `warmup_steps`, then linearly to 0; stepped
+    once per batch."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: torch.device,
@@ -136,36 +158,37 @@ def predict(model: nn.Module, loader: Iterable, *, device: torch.device, precisi
     return torch.cat(outputs), torch.cat(targets)
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, train_loader: Iterable,
-        val_loader: Iterable | None, *, epochs: int, device: torch.device, scheduler=None,
-        metrics: dict[str, MetricFn] | None = None, precision: str = "fp32",
-        grad_clip: float | None = None, checkpointing: Checkpointing | None = None,
-        history_path: str | os.PathLike | None = None, quiet: bool = False,
-        desc: str = "") -> dict[str, list[float]]:
-    """Train for `epochs`, validating after each; returns the history (one list per quantity).
+def fit(model: nn.Module, loss_fn: LossFn, optimization: Optimization, train_loader: Iterable,
+        val_loader: Iterable | None, *, epochs: int, metrics: dict[str, MetricFn] | None = None,
+        precision: str = "fp32", checkpointing: Checkpointing | None = None,
+        desc: str | None = "") -> dict[str, list[float]]:
+    """Train for `epochs` on the device of `model`'s weights, validating after each; returns the history (one
+    list per quantity). `desc` labels the progress bars and epoch lines; None prints nothing.
 
     With `checkpointing`, the full training state is saved atomically after every epoch, and
     `checkpointing.resume` continues from it. A loader with `set_epoch` gets it called each epoch.
     In fp16 the history also counts each epoch's `skipped_steps`.
     """
     metrics = metrics or {}
+    device = next(model.parameters()).device
     history: dict[str, list[float]] = {"epoch": [], "lr": [], "seconds": [], "samples_per_second": []}
+    optimizer, scheduler = optimization.optimizer, optimization.scheduler
     scaler = gradient_scaler(device, precision)
     start = 0
     if checkpointing is not None and checkpointing.resume:
         start, history = _restore(checkpointing, model, optimizer, scheduler, scaler, device)
-    quiet = quiet or not is_main()
+    quiet = desc is None or not is_main()
     for epoch in range(start + 1, epochs + 1):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         began = time.perf_counter()
-        with progress(total=len(train_loader), desc=f"{desc} epoch {epoch}/{epochs}".strip(),
+        with progress(total=len(train_loader), desc=f"{desc or ''} epoch {epoch}/{epochs}".strip(),
                       quiet=quiet, leave=False) as bar:
             try:
                 train = run_epoch(model, train_loader, loss_fn, device=device, precision=precision,
                                   metrics=metrics, optimizer=optimizer, scheduler=scheduler,
-                                  grad_clip=grad_clip, progress=bar, scaler=scaler)
+                                  grad_clip=optimization.grad_clip, progress=bar, scaler=scaler)
             except TrainingDiverged as err:
                 kept = (f"the checkpoint after epoch {epoch - 1} is kept in {checkpointing.path}"
                         if checkpointing is not None and epoch > 1 else "nothing was saved")
@@ -182,8 +205,6 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, tra
                 **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()})
         if checkpointing is not None and is_main():
             _save(checkpointing, model, optimizer, scheduler, scaler, device, epoch, history)
-        if history_path is not None and is_main():
-            write_json(history_path, history)
         if not quiet:
             print(_epoch_line(history, epochs, desc), flush=True)
     return history
@@ -237,3 +258,56 @@ def _restore(spec: Checkpointing, model, optimizer, scheduler, scaler, device: t
     if is_main():
         print(f"resumed from {spec.path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"]
+
+
+# --- what a run of one or more members records ------------------------------------------------------
+def join_histories(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """The members' training histories one after another, epochs numbered on from 1."""
+    history = {key: [value for h in histories for value in h[key]] for key in histories[0]}
+    history["epoch"] = list(range(1, len(history["epoch"]) + 1))
+    return history
+
+
+def mean_throughput(histories: list[dict[str, list[float]]]) -> float:
+    """Training samples per second, averaged over every member's epochs."""
+    rates = [rate for h in histories for rate in h["samples_per_second"]]
+    return sum(rates) / len(rates)
+
+
+def write_training_record(out: Path, model: nn.Module, histories: list[dict], *, kind: str, config: dict,
+                          plot_name: str, title: str, compact: bool = False) -> None:
+    """history.json (the members' epochs one after another), model.pt (and, if `compact`, its int8 copy
+    COMPACT_CHECKPOINT), and each member's curves."""
+    write_json(out / "history.json", join_histories(histories))
+    save_checkpoint(out / "model.pt", kind=kind, model=model, config=config)
+    if compact:
+        save_checkpoint(out / COMPACT_CHECKPOINT, kind=kind, model=model, config=config, compact=True)
+    plot_member_histories(histories, ["loss", "acc"], out / plot_name, title=title)
+
+
+def validation_record(model: nn.Module, histories: list[dict], loader: Iterable | None, *,
+                      device: torch.device, precision: str) -> dict:
+    """metrics.json's validation fields: `final_val_acc` of the model reported (the members' vote for an
+    ensemble) and `member_val_acc`, each member's last epoch; None without a validation split."""
+    if loader is None:
+        return {"final_val_acc": None, "member_val_acc": None}
+    member_accs = [h["val_acc"][-1] for h in histories]
+    if len(member_accs) == 1:
+        return {"final_val_acc": member_accs[0], "member_val_acc": member_accs}
+    acc = evaluate(model, loader, nn.NLLLoss(), device=device, precision=precision, metrics={"acc": accuracy})["acc"]
+    if is_main():  # every process evaluates its shard; one prints
+        print(f"ensemble of {len(histories)}: validation accuracy {100 * acc:.2f}%", flush=True)
+    return {"final_val_acc": acc, "member_val_acc": member_accs}
+
+
+def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, config: dict, settings: dict,
+                         resume: bool) -> Checkpointing:
+    """Where member `member` (from 0) keeps its training state; on resume, a later member that never
+    saved one starts afresh."""
+    state = out_dir / "train_state" / ("last.pt" if members == 1 else f"member{member + 1}.pt")
+    return Checkpointing(state, kind, config, settings, resume=resume and (member == 0 or state.exists()))
+
+
+def member_label(member: int, members: int) -> str:
+    """The progress label of member `member` (from 0) of `members`: "member 2/3", or "" for one alone."""
+    return f"member {member + 1}/{members}" if members > 1 else ""

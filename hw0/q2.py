@@ -15,9 +15,8 @@ from common.cli import add_training_args, finite, make_parser, non_negative, pos
 from common.device import select_device
 from common.distributed import launch_command
 from common.plotting import new_figure, plot_curves, plot_scatter_fit, save_figure
-from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
-from common.training import evaluate, fit
+from common.training import Optimization, evaluate, fit, warmup_linear_decay
 
 SPLIT_SEEDS = {"train": 101, "val": 202, "test": 303}
 
@@ -64,8 +63,8 @@ def fit_line(*, n_train: int, n_val: int, alpha: float, beta: float, epochs: int
     # Decay the step size to zero so Adam's noisy last steps do not jitter the estimate.
     steps = epochs * len(train_loader)
     scheduler = warmup_linear_decay(optimizer, steps)
-    history = fit(model, optimizer, nn.MSELoss(), train_loader, val_loader, epochs=epochs,
-                  device=device, scheduler=scheduler, quiet=quiet)
+    history = fit(model, nn.MSELoss(), Optimization(optimizer, scheduler), train_loader, val_loader,
+                  epochs=epochs, desc=None if quiet else "")
     return model.cpu(), history, data
 
 

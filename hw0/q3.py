@@ -18,18 +18,16 @@ from torch import nn
 
 from common.atomic_io import staged_folder, write_json, write_text
 from common.checkpoint import save_checkpoint
-from common.cli import make_parser, probability, report_written, run, seed_number
+from common.cli import make_parser, probability, progress, report_written, run, seed_number
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
 from common.device import machine_class, select_device
 from common.distributed import launch_command
 from common.errors import UserError
 from common.plotting import new_figure, plot_scatter_fit, save_figure
-from common.progress import progress
-from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
 from common.tensor_batches import TensorBatches
-from common.training import fit, predict
+from common.training import Optimization, fit, predict, warmup_linear_decay
 
 # The values each axis of the search may take; it starts at START and moves one rung at a time.
 LADDERS = {
@@ -73,8 +71,8 @@ def train_mlp(splits: dict, *, seed: int, batch_size: int, lr: float, epochs: in
     val_batches = TensorBatches(x_val[:, None], y_val[:, None], batch_size=len(x_val))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
     scheduler = warmup_linear_decay(optimizer, epochs * len(train_batches))
-    history = fit(model, optimizer, nn.MSELoss(), train_batches, val_batches, epochs=epochs,
-                  device=device, scheduler=scheduler, quiet=True)
+    history = fit(model, nn.MSELoss(), Optimization(optimizer, scheduler), train_batches, val_batches,
+                  epochs=epochs, desc=None)
     return model, history
 
 

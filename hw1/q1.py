@@ -16,9 +16,8 @@ from matplotlib.contour import ContourSet
 from torch import Tensor
 
 from common.atomic_io import staged_folder, write_text
-from common.cli import make_parser, positive, report_written, run
+from common.cli import make_parser, positive, progress, report_written, run
 from common.plotting import new_figure, save_figure
-from common.progress import progress
 from common.seeding import make_generator
 
 VIEW = 5.0  # starts are uniform in [-VIEW, VIEW]^2, and every plot shows that square

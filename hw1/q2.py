@@ -15,17 +15,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from common.atomic_io import staged_folder, write_json, write_text
-from common.cli import make_parser, positive, report_written, run
+from common.cli import make_parser, positive, progress, report_written, run
 from common.course_data import load_course_splits
 from common.data_dir import require_file, resolve_data_dir
 from common.device import machine_class, select_device
 from common.distributed import launch_command
 from common.errors import UserError
 from common.plotting import new_figure, plot_curves, save_figure
-from common.progress import progress
-from common.schedules import warmup_linear_decay
 from common.seeding import make_generator, seed_everything
-from common.training import fit
+from common.training import Optimization, fit, warmup_linear_decay
 from hw1.layers import SGD, Adam, Linear, MSELoss, ReLU
 
 SIZES = (2, 100, 100, 1)
@@ -190,9 +188,9 @@ def main() -> None:
         val_loader = DataLoader(TensorDataset(x_val, y_val[:, None]), batch_size=1024)
         train_loader = batches(x_train, y_train, args.batch_size, args.seed)
         optimizer = torch_rule(twin.parameters(), lr=best_lr)
-        twin_history = fit(twin, optimizer, nn.MSELoss(), train_loader, val_loader, epochs=args.epochs,
-                           device=device, scheduler=warmup_linear_decay(optimizer, args.epochs * len(train_loader)),
-                           quiet=True)
+        schedule = warmup_linear_decay(optimizer, args.epochs * len(train_loader))
+        twin_history = fit(twin, nn.MSELoss(), Optimization(optimizer, schedule), train_loader, val_loader,
+                           epochs=args.epochs, desc=None)
         val_mse, twin_val_mse = history["val_loss"][-1], twin_history["val_loss"][-1]
         with torch.no_grad():
             gap = (mlp.predict(x_val) - twin(x_val)).abs().max().item()

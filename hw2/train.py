@@ -19,9 +19,8 @@ from common.device import machine_class, select_device
 from common.distributed import launch_command
 from common.metrics import accuracy
 from common.plotting import new_figure, save_figure
-from common.schedules import warmup_linear_decay
 from common.seeding import seed_everything
-from common.training import fit
+from common.training import Optimization, fit, warmup_linear_decay
 from hw2.batchnorm import BatchNorm
 
 NORMS = {"no BN": lambda width: nn.Identity(), "hand-written BN": BatchNorm,
@@ -108,9 +107,9 @@ def main() -> None:
         model = make_cnn(args.widths, norm, len(data.classes)).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
         scheduler = warmup_linear_decay(optimizer, args.epochs * len(train_loader))
-        histories[name] = fit(model, optimizer, nn.CrossEntropyLoss(), train_loader, val_loader,
-                              epochs=args.epochs, device=device, scheduler=scheduler,
-                              metrics={"acc": accuracy}, quiet=args.quiet, desc=name)
+        histories[name] = fit(model, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train_loader,
+                              val_loader, epochs=args.epochs, metrics={"acc": accuracy},
+                              desc=None if args.quiet else name)
         last = histories[name]
         print(f"{name:<16} train loss {last['train_loss'][-1]:.4f} acc {last['train_acc'][-1]:.4f}  "
               f"val loss {last['val_loss'][-1]:.4f} acc {last['val_acc'][-1]:.4f}  "

@@ -20,10 +20,14 @@ from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_
                         settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
-from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
-from common.ensemble import ensemble, fit_member, mean_throughput, validation_record, write_training_record
+from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap, world_size,
+                                wrap)
+from common.ensemble import ensemble
 from common.errors import UserError
+from common.metrics import accuracy
 from common.seeding import seed_everything
+from common.training import (Optimization, fit, mean_throughput, member_checkpointing, member_label,
+                             validation_record, write_training_record)
 from hw3.model import CHECKPOINT_KIND, AirbenchNet, build_network
 from hw3.muon import Muon
 from hw3.report import evaluate_test, write_test_results
@@ -202,7 +206,8 @@ def main() -> None:
 
 def train_member(args, member: int, config: dict, train: ImageSet, val_loader: CifarBatches | None,
                  batches: dict, device: torch.device) -> tuple[nn.Module, dict]:
-    """Train one network (seeded with args.seed + member) through common's loop; returns it and its history."""
+    """Train one network (seeded with args.seed + member) with cross-entropy, checkpointed under --out-dir;
+    returns it and its history."""
     seed = args.seed + member
     seed_everything(seed)
     train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
@@ -214,8 +219,12 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    return fit_member(model, optimizer, scheduler, train_loader, val_loader, args, member, kind=CHECKPOINT_KIND,
-                      config=config, device=device)
+    checkpointing = member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
+                                         settings_of(args), args.resume)
+    history = fit(model, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), Optimization(optimizer, scheduler),
+                  train_loader, val_loader, epochs=args.epochs, metrics={"acc": accuracy}, precision=args.precision,
+                  checkpointing=checkpointing, desc=None if args.quiet else member_label(member, args.members))
+    return unwrap(model), history
 
 
 if __name__ == "__main__":

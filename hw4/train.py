@@ -25,16 +25,18 @@ from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_
                         settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
-from common.distributed import is_main, launch_command, per_rank_batch_size, setup, teardown, world_size, wrap
-from common.ensemble import ensemble, fit_member, mean_throughput, validation_record, write_training_record
+from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap, world_size,
+                                wrap)
+from common.ensemble import ensemble
 from common.errors import UserError
 from common.imdb import CLASSES, load_imdb
-from common.schedules import warmup_linear_decay
+from common.metrics import accuracy
 from common.seeding import seed_everything
 from common.splits import split_groups
 from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
-from common.training import predict
+from common.training import (Optimization, fit, mean_throughput, member_checkpointing, member_label, predict,
+                             validation_record, warmup_linear_decay, write_training_record)
 from hw4.model import CHECKPOINT_KIND, BaggedClassifier, build_classifier, compact_copy
 from hw4.ngrams import NgramBag, fit_ngram_bag
 from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
@@ -237,7 +239,8 @@ def encoder_weight_accuracies(model: BaggedClassifier, loader: TextBatches, *, d
 
 def train_member(args, member: int, config: dict, train_loader: TextBatches, val_loader: TextBatches | None,
                  device: torch.device) -> tuple[nn.Module, dict]:
-    """Train one encoder (seeded with args.seed + member) through common's loop; returns it and its history."""
+    """Train one encoder (seeded with args.seed + member) with cross-entropy, checkpointed under --out-dir;
+    returns it and its history."""
     seed_everything(args.seed + member)
     model = build_classifier(config).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -248,8 +251,13 @@ def train_member(args, member: int, config: dict, train_loader: TextBatches, val
     total = args.epochs * len(train_loader)
     scheduler = warmup_linear_decay(optimizer, total, int(args.warmup * total))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    return fit_member(model, optimizer, scheduler, train_loader, val_loader, args, member, kind=CHECKPOINT_KIND,
-                      config=config, device=device, grad_clip=1.0)
+    checkpointing = member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
+                                         settings_of(args), args.resume)
+    history = fit(model, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+                  Optimization(optimizer, scheduler, grad_clip=1.0), train_loader, val_loader, epochs=args.epochs,
+                  metrics={"acc": accuracy}, precision=args.precision, checkpointing=checkpointing,
+                  desc=None if args.quiet else member_label(member, args.members))
+    return unwrap(model), history
 
 
 if __name__ == "__main__":

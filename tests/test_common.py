@@ -1,12 +1,10 @@
 """The `common` package: data location, errors, seeding, devices, atomic files, checkpoints, metrics, plots."""
 
-import argparse
 import json
 import os
 import random
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,21 +13,19 @@ from torch import nn
 
 from common.atomic_io import atomic_path, same_result, staged_folder, write_json, write_text
 from common.checkpoint import COMPACT_CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
-from common.cli import make_parser, run, settings_of
+from common.cli import make_parser, progress, run, settings_of
 from common.course_data import load_course_splits
 from common.data_dir import cache_dir, made_for_download, require_file, resolve_data_dir
 from common.device import autocast, report_machine, select_device
-from common.ensemble import (Ensemble, ensemble, fit_member, join_histories, mean_throughput, member_checkpointing,
-                             members_of, validation_record, vote, write_training_record)
+from common.ensemble import Ensemble, ensemble, members_of, vote
 from common.errors import DataNotFoundError, UserError
 from common.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
 from common.plotting import (new_figure, plot_confusion_matrix, plot_curves, plot_member_histories,
                              plot_scatter_fit, save_figure)
-from common.schedules import warmup_linear_decay
-from common.progress import progress
 from common.seeding import device_rng_state, seed_everything, set_device_rng_state
 from common.tensor_batches import TensorBatches
-from common.training import Checkpointing
+from common.training import (Checkpointing, join_histories, mean_throughput, member_checkpointing, member_label,
+                             validation_record, warmup_linear_decay, write_training_record)
 from tests.conftest import ROOT, assert_drawn, capture_figures, run_subprocess
 
 
@@ -691,9 +687,9 @@ def test_validation_record_reports_the_vote_of_an_ensemble_and_each_members_last
     assert alone == {"final_val_acc": 2 / 3, "member_val_acc": [2 / 3]}
     assert validation_record(a, histories[:1], None, device=torch.device("cpu"), precision="fp32") == {
         "final_val_acc": None, "member_val_acc": None}
-    import common.ensemble
+    import common.training
     calls = []
-    monkeypatch.setattr(common.ensemble, "evaluate", lambda *args, **kwargs: calls.append(kwargs) or {"acc": 0.5})
+    monkeypatch.setattr(common.training, "evaluate", lambda *args, **kwargs: calls.append(kwargs) or {"acc": 0.5})
     record = validation_record(Ensemble([a, b]), histories, loader, device=torch.device("cpu"), precision="bf16")
     assert calls[0]["precision"] == "bf16"  # the vote is evaluated in the run's precision
     assert record["final_val_acc"] == 0.5 and capsys.readouterr().out.endswith("validation accuracy 50.00%\n")
@@ -836,43 +832,5 @@ def test_member_checkpointing_names_each_members_state_and_resumes_only_members_
     assert member_checkpointing(tmp_path, 0, 3, "toy", {}, {}, resume=True).resume  # member 1 must have one
 
 
-def test_fit_member_trains_with_label_smoothed_cross_entropy_and_checkpoints_as_its_member(tmp_path, capsys):
-    torch.manual_seed(0)
-    x, y = torch.randn(12, 3), torch.tensor([0, 1, 2] * 4)
-    model = nn.Linear(3, 3)
-    expected = nn.functional.cross_entropy(model(x), y, label_smoothing=0.2).item()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: each epoch's loss is known
-    args = argparse.Namespace(label_smoothing=0.2, epochs=2, precision="fp32", quiet=False, out_dir=tmp_path,
-                              members=3, resume=False, lr=0.0)
-    trained, history = fit_member(model, optimizer, None, TensorBatches(x, y, batch_size=5), [(x, y)], args, 1,
-                                  kind="toy", config={"c": 3}, device=torch.device("cpu"))
-    assert trained is model and history["epoch"] == [1, 2]
-    assert history["train_loss"] == pytest.approx([expected] * 2, rel=1e-5)
-    assert history["val_loss"] == pytest.approx([expected] * 2, rel=1e-5)
-    assert history["val_acc"][0] == accuracy(model(x), y).item()
-    state = load_checkpoint(tmp_path / "train_state" / "member2.pt", kind="toy")
-    assert state["config"] == {"c": 3} and state["settings"] == {"label_smoothing": 0.2, "epochs": 2,
-                                                                   "precision": "fp32", "members": 3, "lr": 0.0}
-    out = capsys.readouterr().out
-    assert "member 2/3 epoch   2/2" in out
-    args.members, args.quiet = 1, True
-    fit_member(model, optimizer, None, [(x, y)], None, args, 0, kind="toy", config={}, device=torch.device("cpu"))
-    assert (tmp_path / "train_state" / "last.pt").is_file() and capsys.readouterr().out == ""
-
-
-def test_fit_member_hands_fit_the_run_s_schedule_clipping_precision_resume_and_member_label(tmp_path, monkeypatch):
-    import common.ensemble
-    calls = []
-    monkeypatch.setattr(common.ensemble, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {})
-    model, optimizer = nn.Linear(2, 2), object()
-    args = argparse.Namespace(label_smoothing=0.0, epochs=3, precision="bf16", quiet=True, out_dir=tmp_path,
-                              members=2, resume=True)
-    scheduler = object()
-    fit_member(model, optimizer, scheduler, [], None, args, 0, kind="toy", config={}, device=torch.device("cpu"),
-               grad_clip=0.5)
-    kwargs = calls[0][1]
-    assert kwargs["scheduler"] is scheduler and kwargs["grad_clip"] == 0.5 and kwargs["precision"] == "bf16"
-    assert kwargs["checkpointing"].resume and kwargs["desc"] == "member 1/2" and kwargs["epochs"] == 3
-    args.members = 1
-    fit_member(model, optimizer, scheduler, [], None, args, 0, kind="toy", config={}, device=torch.device("cpu"))
-    assert calls[1][1]["desc"] == "" and calls[1][1]["grad_clip"] is None
+def test_a_member_is_labelled_by_its_place_among_several_and_not_at_all_alone():
+    assert member_label(1, 3) == "member 2/3" and member_label(0, 2) == "member 1/2" and member_label(0, 1) == ""

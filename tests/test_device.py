@@ -12,7 +12,7 @@ import common.training
 from common.cifar import CifarBatches, load_cifar10
 from common.seeding import device_rng_state, set_device_rng_state
 from common.text_batches import TextBatches
-from common.training import Checkpointing, fit
+from common.training import Checkpointing, Optimization, fit
 from tests.conftest import assert_same_run, run_interrupted, run_script
 
 pytestmark = pytest.mark.device
@@ -67,12 +67,12 @@ def test_fit_saves_and_restores_the_accelerators_random_state(tmp_path, monkeypa
     model = nn.Linear(2, 1)
     data = [(torch.randn(4, 2), torch.randn(4, 1))]
     spec = Checkpointing(tmp_path / "last.pt", "toy")
-    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), data, None, epochs=1,
-        device=torch.device("cpu"), checkpointing=spec, quiet=True)
+    fit(model, nn.MSELoss(), Optimization(torch.optim.SGD(model.parameters(), lr=0.1)), data, None, epochs=1,
+        checkpointing=spec, desc=None)
     assert torch.equal(torch.load(spec.path, weights_only=True)["device_rng"], saved)
     spec.resume = True
-    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), data, None, epochs=2,
-        device=torch.device("cpu"), checkpointing=spec, quiet=True)
+    fit(model, nn.MSELoss(), Optimization(torch.optim.SGD(model.parameters(), lr=0.1)), data, None, epochs=2,
+        checkpointing=spec, desc=None)
     assert len(restored) == 1 and torch.equal(restored[0], saved)
 
 

@@ -24,7 +24,7 @@ import hw4.train
 from common.checkpoint import load_checkpoint
 from common.course_data import load_course_splits
 from common.errors import TrainingDiverged
-from common.training import Checkpointing, fit
+from common.training import Checkpointing, Optimization, fit
 from tests.conftest import run_main, write_cifar_imagefolder
 
 HW3_TINY = ["--widths", "4", "4", "4", "--epochs", "1", "--batch-size", "16", "--val-size", "12", "--device", "cpu",
@@ -186,8 +186,7 @@ def test_a_diverging_loss_stops_fit_and_keeps_the_last_good_checkpoint(tmp_path,
     spec = Checkpointing(tmp_path / "state.pt", kind="demo")
     with pytest.raises(TrainingDiverged, match=r"epoch 2: the loss became nan or infinite at step 2 of 3 "
                                                r"\(lr 0.1\); the checkpoint after epoch 1 is kept"):
-        fit(model, optimizer, loss_fn, batches, None, epochs=3, device=torch.device("cpu"),
-            checkpointing=spec, quiet=True)
+        fit(model, loss_fn, Optimization(optimizer), batches, None, epochs=3, checkpointing=spec, desc=None)
     assert load_checkpoint(spec.path, kind="demo")["epoch"] == 1
 
 

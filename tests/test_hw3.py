@@ -172,6 +172,31 @@ def test_airbench_muon_recipe_lowers_the_loss(precision):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_each_member_trains_on_label_smoothed_cross_entropy_and_keeps_its_own_training_state(tmp_path, monkeypatch):
+    import hw3.train
+    calls = []
+    monkeypatch.setattr(hw3.train, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {"epoch": [1]})
+    args = SimpleNamespace(seed=4, batch_size=16, crop_padding=2, flip="random", optimizer="adamw", epochs=3, lr=0.01,
+                           weight_decay=0.0, precision="bf16", label_smoothing=0.2, out_dir=tmp_path, members=3,
+                           resume=True, quiet=False)
+    config = {"model": "cnn", "widths": [4, 4, 4], "classes": ["a", "b"], "mean": [0.5] * 3, "std": [0.25] * 3}
+    train = ImageSet(torch.zeros(32, 3, 32, 32, dtype=torch.uint8), torch.arange(32) % 2, ["a", "b"])
+    batches = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"))
+    model, history = hw3.train.train_member(args, 1, config, train, None, batches, torch.device("cpu"))
+    (trained, loss_fn, optimization, loader, val), kwargs = calls[0]
+    assert trained is model and history == {"epoch": [1]} and len(loader) == 2 and val is None
+    assert isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.label_smoothing == 0.2
+    assert optimization.grad_clip is None and optimization.scheduler.total_steps == 3 * 2  # one cycle, every step
+    assert kwargs["epochs"] == 3 and kwargs["precision"] == "bf16" and kwargs["desc"] == "member 2/3"
+    assert kwargs["metrics"]["acc"](torch.tensor([[0.0, 1.0]]), torch.tensor([1])) == 1
+    state = kwargs["checkpointing"]
+    assert state.path == tmp_path / "train_state" / "member2.pt" and not state.resume  # member 2 never saved one
+    assert state.kind == CHECKPOINT_KIND and state.config is config and state.settings["label_smoothing"] == 0.2
+    args.members, args.quiet = 1, True
+    hw3.train.train_member(args, 0, config, train, None, batches, torch.device("cpu"))
+    assert calls[1][1]["desc"] is None and calls[1][1]["checkpointing"].path.name == "last.pt"
+
+
 def test_the_cnn_with_muon_steps_its_filters_by_muon_and_the_rest_by_adamw_and_learns():
     torch.manual_seed(0)
     model = build_model({"model": "cnn", "widths": [8, 16, 16], "num_classes": 3})

@@ -2,6 +2,7 @@
 (attention against PyTorch's, padding invariance), the region CNN (against a one-hot convolution), word
 attributions and their display, and the train/eval/predict scripts on a tiny fixture."""
 
+import argparse
 import json
 import re
 import sys
@@ -580,6 +581,40 @@ def test_region_cnn_never_trains_padding_or_unknown_words_and_learns_a_toy_task(
     labels[::2] = 1
     losses = full_batch_losses(model, ids, labels, torch.optim.AdamW(model.parameters(), lr=1e-2), steps=40)
     assert losses[-1] < 0.3 * losses[0] and model.embed.weight[[PAD_ID, UNK_ID]].abs().sum() == 0
+
+
+def test_each_encoder_trains_on_label_smoothed_cross_entropy_clipped_and_keeps_its_own_training_state(
+        tmp_path, monkeypatch):
+    import hw4.train
+    calls = []
+    monkeypatch.setattr(hw4.train, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {"epoch": [1]})
+    args = argparse.Namespace(seed=4, weight_decay=0.1, lr=0.01, epochs=2, warmup=0.25, label_smoothing=0.1,
+                              out_dir=tmp_path, members=2, resume=True, precision="bf16", quiet=False)
+    config = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "encoder": "cnn", "width": 4,
+              "region": 2, "dropout": 0.5}
+    model, history = hw4.train.train_member(args, 0, config, [None] * 5, None, torch.device("cpu"))
+    (trained, loss_fn, optimization, loader, val), kwargs = calls[0]
+    assert trained is model and isinstance(model, RegionCNN) and history == {"epoch": [1]} and val is None
+    assert isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.label_smoothing == 0.1
+    assert optimization.grad_clip == 1.0
+    decay, no_decay = optimization.optimizer.param_groups  # weight decay on the head's matrix only
+    assert [p.shape for p in decay["params"]] == [(2, 4)] and decay["weight_decay"] == 0.1
+    assert no_decay["weight_decay"] == 0 and len(no_decay["params"]) == 3
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimization.optimizer.param_groups[0]["lr"])
+        optimization.optimizer.step()
+        optimization.scheduler.step()
+    # 2 epochs of 5 steps: a quarter (2 steps) warming up, then down to 0 after the last
+    assert lrs == pytest.approx([0.01 * f for f in (1 / 2, 1, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8)])
+    assert kwargs["epochs"] == 2 and kwargs["precision"] == "bf16" and kwargs["desc"] == "member 1/2"
+    assert kwargs["metrics"]["acc"](torch.tensor([[0.0, 1.0]]), torch.tensor([0])) == 0
+    state = kwargs["checkpointing"]
+    assert state.path == tmp_path / "train_state" / "member1.pt" and state.resume  # member 1 resumes
+    assert state.kind == CHECKPOINT_KIND and state.config is config and state.settings["warmup"] == 0.25
+    args.members, args.quiet = 1, True
+    hw4.train.train_member(args, 0, config, [None] * 5, None, torch.device("cpu"))
+    assert calls[1][1]["desc"] is None and calls[1][1]["checkpointing"].path.name == "last.pt"
 
 
 def test_a_cnn_knowing_the_first_words_reads_the_others_as_unknown():

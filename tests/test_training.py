@@ -1,6 +1,5 @@
 """The shared training loop: it learns, records history, checkpoints each epoch and resumes exactly."""
 
-import json
 import re
 from types import SimpleNamespace
 
@@ -14,7 +13,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import TrainingDiverged, UserError
 from common.metrics import accuracy
 from common.seeding import seed_everything
-from common.training import Checkpointing, evaluate, fit, predict, run_epoch
+from common.training import Checkpointing, Optimization, evaluate, fit, predict, run_epoch
 
 CPU = torch.device("cpu")
 
@@ -55,15 +54,14 @@ def setup(seed: int = 0, dropout: float = 0.0):
     return model, optimizer, scheduler, train, val
 
 
-def test_fit_learns_and_records_history(tmp_path):
+def test_fit_learns_and_records_history():
     model, optimizer, scheduler, train, val = setup()
     before = evaluate(model, val, nn.CrossEntropyLoss(), device=CPU, metrics={"acc": accuracy})
-    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=3, device=CPU,
-                  metrics={"acc": accuracy}, history_path=tmp_path / "history.json", quiet=True)
+    history = fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=3,
+                  metrics={"acc": accuracy}, desc=None)
     assert history["epoch"] == [1, 2, 3]
     assert history["val_acc"][-1] > 0.9
     assert history["val_loss"][-1] < before["loss"]
-    assert json.loads((tmp_path / "history.json").read_text()) == history
     outputs, targets = predict(model, val, device=CPU)
     assert outputs.shape == (128, 2) and targets.shape == (128,)
 
@@ -80,13 +78,13 @@ def test_epoch_loss_and_accuracy_are_means_over_samples_when_the_last_batch_is_s
     assert result["loss"] == pytest.approx(per_sample.mean().item(), abs=1e-6)  # not the mean of 3 batch means
     assert result["acc"] == pytest.approx(right.mean().item())
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # training with lr 0: the same sums, in train mode
-    history = fit(model, frozen, nn.CrossEntropyLoss(), batches, None, epochs=1, device=CPU, quiet=True)
+    history = fit(model, nn.CrossEntropyLoss(), Optimization(frozen), batches, None, epochs=1, desc=None)
     assert history["train_loss"][0] == pytest.approx(per_sample.mean().item(), abs=1e-6)
 
 
 def test_each_epoch_line_names_the_member_it_belongs_to(capsys):
     model, optimizer, _, train, val = setup()
-    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, desc="member 2/3")
+    fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=2, desc="member 2/3")
     lines = capsys.readouterr().out.splitlines()
     assert [line[:22] for line in lines] == ["member 2/3 epoch   1/2", "member 2/3 epoch   2/2"]
     assert all("train_loss " in line and "val_loss " in line for line in lines)
@@ -97,8 +95,8 @@ def test_fit_trains_and_evaluates_in_the_precision_asked_for(precision, dtype):
     model, optimizer, _, train, val = setup()
     seen = set()
     model[0].register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
-    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=3, device=CPU,
-                  metrics={"acc": accuracy}, precision=precision, quiet=True)
+    history = fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=3,
+                  metrics={"acc": accuracy}, precision=precision, desc=None)
     assert seen == {dtype}  # every forward pass, training and validation, ran in `precision`
     assert history["val_acc"][-1] > 0.9
     assert model[0].weight.dtype == torch.float32  # autocast keeps the master weights in fp32
@@ -106,20 +104,19 @@ def test_fit_trains_and_evaluates_in_the_precision_asked_for(precision, dtype):
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     straight, optimizer, scheduler, train, val = setup(dropout=0.2)
-    full = fit(straight, optimizer, nn.CrossEntropyLoss(), train, val, epochs=4, device=CPU,
-               scheduler=scheduler, quiet=True)
+    full = fit(straight, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=4, desc=None)
 
     spec = Checkpointing(tmp_path / "state.pt", kind="demo", settings={"lr": 1e-2})
     first, optimizer, scheduler, train, val = setup(dropout=0.2)
-    fit(first, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU,
-        scheduler=scheduler, checkpointing=spec, quiet=True)
+    fit(first, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=2, checkpointing=spec,
+        desc=None)
     assert load_checkpoint(spec.path, kind="demo")["epoch"] == 2
 
     # A fresh process would rebuild everything from other seeds; the checkpoint must restore it all.
     resumed, optimizer, scheduler, train, val = setup(seed=123, dropout=0.2)
     spec.resume = True
-    history = fit(resumed, optimizer, nn.CrossEntropyLoss(), train, val, epochs=4, device=CPU,
-                  scheduler=scheduler, checkpointing=spec, quiet=True)
+    history = fit(resumed, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=4,
+                  checkpointing=spec, desc=None)
     assert history["epoch"] == [1, 2, 3, 4]
     assert history["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
     for a, b in zip(straight.parameters(), resumed.parameters()):
@@ -130,22 +127,20 @@ def test_resume_refuses_changed_settings_or_missing_checkpoint(tmp_path):
     model, optimizer, _, train, val = setup()
     spec = Checkpointing(tmp_path / "state.pt", kind="demo", settings={"lr": 1e-2}, resume=True)
     with pytest.raises(UserError, match="no checkpoint at"):
-        fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU,
-            checkpointing=spec, quiet=True)
+        fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=1, checkpointing=spec, desc=None)
     spec.resume = False
-    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU,
-        checkpointing=spec, quiet=True)
+    fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=1, checkpointing=spec, desc=None)
     changed = Checkpointing(spec.path, kind="demo", settings={"lr": 5e-2}, resume=True)
     with pytest.raises(UserError, match=r"different settings \(lr: 0.01 -> 0.05\)"):
-        fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU,
-            checkpointing=changed, quiet=True)
+        fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=2, checkpointing=changed,
+            desc=None)
 
 
 def test_empty_loader_is_a_clear_error():
     model, optimizer, _, _, val = setup()
     empty = DataLoader(TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(UserError, match=r"^a data loader produced no batches \(is the dataset empty\?\)$"):
-        fit(model, optimizer, nn.CrossEntropyLoss(), empty, val, epochs=1, device=CPU, quiet=True)
+        fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), empty, val, epochs=1, desc=None)
 
 
 # --- run_epoch and fit, unit by unit ----------------------------------------------------------------
@@ -271,8 +266,8 @@ def test_fit_records_each_epochs_lr_time_throughput_and_metrics(monkeypatch):
     model, optimizer, scheduler, train, val = setup()
     epochs_seen = []
     train.set_epoch = epochs_seen.append
-    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, scheduler=scheduler,
-                  metrics={"acc": accuracy}, quiet=True)
+    history = fit(model, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=2,
+                  metrics={"acc": accuracy}, desc=None)
     assert list(history) == ["epoch", "lr", "seconds", "samples_per_second", "train_loss", "train_acc",
                              "val_loss", "val_acc"]
     assert epochs_seen == [1, 2]
@@ -288,15 +283,15 @@ def test_fit_clips_gradients_when_asked():
     torch.manual_seed(0)
     model = nn.Linear(2, 2)
     before = torch.cat([p.detach().flatten() for p in model.parameters()])
-    fit(model, torch.optim.SGD(model.parameters(), lr=1.0), nn.CrossEntropyLoss(), three_batches(sizes=(8,)), None,
-        epochs=1, device=CPU, grad_clip=1e-3, quiet=True)
+    fit(model, nn.CrossEntropyLoss(), Optimization(torch.optim.SGD(model.parameters(), lr=1.0), grad_clip=1e-3),
+        three_batches(sizes=(8,)), None, epochs=1, desc=None)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)
 
 
 def test_fit_prints_one_line_per_epoch(capsys):
     model, optimizer, _, train, val = setup()
-    fit(model, optimizer, nn.CrossEntropyLoss(), train, None, epochs=1, device=CPU)
+    fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, None, epochs=1)
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(r"epoch   1/1  train_loss \d\.\d{4}  \d+\.\ds", line), line
 
@@ -309,7 +304,7 @@ def test_a_diverging_fit_says_whether_a_checkpoint_was_kept(tmp_path):
             loss = nn.functional.cross_entropy(output, target)
             return loss * float("nan") if train.epoch == epoch else loss
         with pytest.raises(TrainingDiverged) as err:
-            fit(model, optimizer, loss_fn, train, None, epochs=3, device=CPU, checkpointing=spec, quiet=True)
+            fit(model, loss_fn, Optimization(optimizer), train, None, epochs=3, checkpointing=spec, desc=None)
         return str(err.value)
     spec = Checkpointing(tmp_path / "state.pt", kind="demo")
     assert diverging_in(2, spec) == (f"training diverged in epoch 2: the loss became nan or infinite at step 1 of 8 "
@@ -328,16 +323,16 @@ def test_fit_in_fp16_resumes_its_loss_scale_and_the_device_random_state(tmp_path
     monkeypatch.setattr(training, "device_rng_state", lambda device: torch.tensor([7]))
     monkeypatch.setattr(training, "set_device_rng_state", lambda device, state: device_states.append((device, state)))
     straight, optimizer, scheduler, train, val = setup()
-    full = fit(straight, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, scheduler=scheduler,
-               precision="fp16", quiet=True)
+    full = fit(straight, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=2,
+               precision="fp16", desc=None)
     assert list(full)[4:] == ["skipped_steps", "train_loss", "val_loss"] and full["skipped_steps"][0] > 0
     spec = Checkpointing(tmp_path / "state.pt", kind="demo")
     first, optimizer, scheduler, train, val = setup()
-    fit(first, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU, scheduler=scheduler,
-        precision="fp16", checkpointing=spec, quiet=True)
+    fit(first, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=1, precision="fp16",
+        checkpointing=spec, desc=None)
     resumed, optimizer, scheduler, train, val = setup(seed=5)
     spec.resume = True
-    history = fit(resumed, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, scheduler=scheduler,
+    history = fit(resumed, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=2,
                   precision="fp16", checkpointing=spec)
     assert history["skipped_steps"] == full["skipped_steps"]
     assert history["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
@@ -351,40 +346,41 @@ def test_resume_names_what_the_checkpoint_lacks_or_what_changed(tmp_path):
     path = tmp_path / "state.pt"
     save_checkpoint(path, kind="demo", model=model, settings={"lr": 1}, epoch=1, history={}, torch_rng=torch.get_rng_state())
     with pytest.raises(UserError, match=r"state.pt: checkpoint is missing optimizer$"):
-        fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU,
-            checkpointing=Checkpointing(path, kind="demo", settings={"lr": 1}, resume=True), quiet=True)
-    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU, quiet=True,
-        checkpointing=Checkpointing(path, kind="demo", settings={"lr": 1, "extra": 2}))
+        fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=2,
+            checkpointing=Checkpointing(path, kind="demo", settings={"lr": 1}, resume=True), desc=None)
+    fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=1, checkpointing=Checkpointing(path,
+        kind="demo", settings={"lr": 1, "extra": 2}), desc=None)
     changed = Checkpointing(path, kind="demo", settings={"lr": 3}, resume=True)
     with pytest.raises(UserError, match=r"different settings \(extra: 2 -> None, lr: 1 -> 3\)$"):
-        fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, checkpointing=changed, quiet=True)
+        fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=2, checkpointing=changed,
+            desc=None)
     other = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
     same = Checkpointing(path, kind="demo", settings={"lr": 1, "extra": 2}, resume=True)
     with pytest.raises(UserError, match=r"state.pt: weights do not fit the model"):
-        fit(other, torch.optim.SGD(other.parameters(), lr=0.1), nn.CrossEntropyLoss(), train, val, epochs=2,
-            device=CPU, checkpointing=same, quiet=True)
+        fit(other, nn.CrossEntropyLoss(), Optimization(torch.optim.SGD(other.parameters(), lr=0.1)), train, val,
+            epochs=2, checkpointing=same, desc=None)
 
 
 def test_resume_without_the_scheduler_it_was_saved_with(tmp_path):
     model, optimizer, scheduler, train, val = setup()
     spec = Checkpointing(tmp_path / "state.pt", kind="demo")
-    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU, scheduler=scheduler,
-        checkpointing=spec, quiet=True)
+    fit(model, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=1, checkpointing=spec,
+        desc=None)
     spec.resume = True
-    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, checkpointing=spec,
-                  quiet=True)
+    history = fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=2, checkpointing=spec,
+                  desc=None)
     assert history["epoch"] == [1, 2]
 
 
 def test_resume_in_fp32_from_an_fp16_checkpoint(tmp_path):
     model, optimizer, _, train, val = setup()
     spec = Checkpointing(tmp_path / "state.pt", kind="demo")
-    fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=1, device=CPU, precision="fp16",
-        checkpointing=spec, quiet=True)
+    fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=1, precision="fp16",
+        checkpointing=spec, desc=None)
     assert load_checkpoint(spec.path, kind="demo")["scaler"] is not None
     spec.resume = True
-    history = fit(model, optimizer, nn.CrossEntropyLoss(), train, val, epochs=2, device=CPU, checkpointing=spec,
-                  quiet=True)  # no scaler to restore the scale into
+    history = fit(model, nn.CrossEntropyLoss(), Optimization(optimizer), train, val, epochs=2, checkpointing=spec,
+                  desc=None)  # no scaler to restore the scale into
     assert history["epoch"] == [1, 2] and len(history["train_loss"]) == 2
 
 
