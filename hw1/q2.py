@@ -106,7 +106,7 @@ def train_mlp(mlp: MLP, loader: DataLoader, x_val: Tensor, y_val: Tensor, *, epo
     for epoch in progress(range(1, epochs + 1), desc="epochs", quiet=quiet, leave=False):
         total = 0.0
         for xb, yb in loader:
-            mlp.optimizer.lr = peak * (steps - step) / steps  # as common.schedules.warmup_linear_decay
+            mlp.optimizer.lr = peak * (steps - step) / steps  # as common.training.warmup_linear_decay
             total += mlp.step(xb, yb) * len(xb)
             step += 1
         history["epoch"].append(epoch)

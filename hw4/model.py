@@ -1,6 +1,6 @@
 """Encoders for text classification: a Transformer (token embeddings plus sinusoidal positions, pre-norm
 blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier)
-and a region CNN (Johnson & Zhang's seq-CNN and seq2-CNN); the encoders joined with an n-gram bag; the checkpoint
+and a region CNN (Johnson & Zhang's seq-CNN); the encoders joined with an n-gram bag; the checkpoint
 kind and loading."""
 
 import math
@@ -114,27 +114,21 @@ class TransformerClassifier(nn.Module):
 class RegionCNN(nn.Module):
     """Token ids (B, T), padded with PAD_ID, to class logits (B, num_classes): each run of `region`
     consecutive words (a one-hot region, Johnson & Zhang's seq-CNN) gives `width` ReLU features, max-pooled
-    over the whole review, then dropout and a linear classifier; `region2` > 0 adds a second, parallel set of
-    `width` features over regions of that many words (their seq2-CNN). <unk>, padding and words past the
-    table (ids >= vocab_size: a smaller copy keeps the most frequent words) add nothing.
+    over the whole review, then dropout and a linear classifier. <unk>, padding and words past the table
+    (ids >= vocab_size: a smaller copy keeps the most frequent words) add nothing.
 
     The convolution over one-hot words is a lookup: word w at slot i of a region adds row w of slot i's
-    table, so `embed` holds each word's rows, one per slot of each region size, side by side
-    (vocab_size, (region + region2) * width)."""
+    table, so `embed` holds each word's `region` rows side by side (vocab_size, region * width)."""
 
-    def __init__(self, vocab_size: int, *, width: int = 500, region: int = 3, region2: int = 0,
-                 dropout: float = 0.5, num_classes: int = 2):
+    def __init__(self, vocab_size: int, *, width: int = 500, region: int = 3, dropout: float = 0.5,
+                 num_classes: int = 2):
         super().__init__()
-        self.width, self.region, self.region2 = width, region, region2
-        self.regions = (region, region2) if region2 else (region,)
-        self.embed = nn.Embedding(vocab_size, sum(self.regions) * width)
-        self.bias = nn.Parameter(torch.zeros(len(self.regions) * width))
+        self.width, self.region = width, region
+        self.embed = nn.Embedding(vocab_size, region * width)
+        self.bias = nn.Parameter(torch.zeros(width))
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(len(self.regions) * width, num_classes)
-        start = 0
-        for size in self.regions:
-            nn.init.normal_(self.embed.weight[:, start * width:(start + size) * width], std=0.1 / math.sqrt(size))
-            start += size
+        self.head = nn.Linear(width, num_classes)
+        nn.init.normal_(self.embed.weight, std=0.1 / math.sqrt(region))
         with torch.no_grad():
             self.embed.weight[[PAD_ID, UNK_ID]] = 0  # <unk> is never trained: it stays as padding
 
@@ -143,38 +137,31 @@ class RegionCNN(nn.Module):
         return torch.where((ids == UNK_ID) | (ids >= len(self.embed.weight)), PAD_ID, ids)
 
     def embedded(self, ids: Tensor) -> Tensor:
-        """Each token's table rows side by side (B, T, (region + region2) * width), zero for what adds
-        nothing: what `forward`'s `embedded` replaces."""
+        """Each token's `region` table rows side by side (B, T, region * width), zero for what adds nothing:
+        what `forward`'s `embedded` replaces."""
         return self.embed(self.known(ids))
 
     def forward(self, ids: Tensor, embedded: Tensor | None = None) -> Tensor:
-        """`embedded` (B, T, (region + region2) * width), if given, replaces `self.embedded(ids)` (for
-        attributions)."""
+        """`embedded` (B, T, region * width), if given, replaces `self.embedded(ids)` (for attributions)."""
         if ids.dim() != 2:
             raise ValueError(f"expected token ids (batch, length), got shape {tuple(ids.shape)}")
         real = ids != PAD_ID  # a region counts where its first word is in the review
-        (batch, length), width, rows_per_word = ids.shape, self.width, sum(self.regions)
-        ids = F.pad(self.known(ids), (0, max(self.regions) - 1), value=PAD_ID)  # the last regions run past the end
-        pooled, start = [], 0
-        for size, bias in zip(self.regions, self.bias.view(-1, width)):
-            if embedded is None:  # the fast way: at each position, one bag of `size` table rows
-                words = torch.stack([ids[:, i:i + length] for i in range(size)], dim=-1)  # (B, T, size)
-                slots = start + torch.arange(size, device=ids.device)
-                rows = torch.where(words == PAD_ID, 0, words * rows_per_word + slots)
-                summed = F.embedding_bag(rows.view(-1, size), self.embed.weight.view(-1, width), mode="sum",
-                                         padding_idx=0).view(batch, length, width)
-            else:
-                part = embedded[..., start * width:(start + size) * width]
-                part = F.pad(part, (0, 0, 0, size - 1)).view(batch, length + size - 1, size, width)
-                summed = sum(part[:, i:i + length, i] for i in range(size))
-            features = F.relu(summed + bias) * real[..., None]  # ReLU's are >= 0, so 0 leaves the max alone
-            pooled.append(features.amax(dim=1))
-            start += size
-        return self.head(self.drop(torch.cat(pooled, dim=1)))
+        length, region = ids.shape[1], self.region
+        ids = F.pad(self.known(ids), (0, region - 1), value=PAD_ID)  # the last regions run past the end
+        if embedded is None:  # the fast way: at each position, one bag of `region` table rows
+            words = torch.stack([ids[:, i:i + length] for i in range(region)], dim=-1)  # (B, T, region)
+            rows = torch.where(words == PAD_ID, 0, words * region + torch.arange(region, device=ids.device))
+            summed = F.embedding_bag(rows.view(-1, region), self.embed.weight.view(-1, self.width), mode="sum",
+                                     padding_idx=0).view(len(ids), length, self.width)
+        else:
+            rows = F.pad(embedded, (0, 0, 0, region - 1)).view(len(ids), length + region - 1, region, self.width)
+            summed = sum(rows[:, i:i + length, i] for i in range(region))
+        features = F.relu(summed + self.bias) * real[..., None]  # ReLU's are >= 0, so 0 leaves the max alone
+        return self.head(self.drop(features.amax(dim=1)))
 
     def first_words(self, count: int) -> "RegionCNN":
         """A copy that knows only the first `count` words of the vocabulary (the most frequent)."""
-        small = RegionCNN(count, width=self.width, region=self.region, region2=self.region2, dropout=self.drop.p,
+        small = RegionCNN(count, width=self.width, region=self.region, dropout=self.drop.p,
                           num_classes=self.head.out_features)
         small.load_state_dict({**self.state_dict(), "embed.weight": self.embed.weight[:count]})
         return small
@@ -234,8 +221,7 @@ def build_classifier(config: dict) -> nn.Module:
     """One encoder of the kind (`encoder`, a Transformer if absent), vocabulary and sizes of `config`."""
     if config.get("encoder") == "cnn":
         return RegionCNN(config.get("cnn_words", len(config["vocab"])), width=config["width"], region=config["region"],
-                         region2=config.get("region2", 0), dropout=config["dropout"],
-                         num_classes=len(config["classes"]))
+                         dropout=config["dropout"], num_classes=len(config["classes"]))
     return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
                                  heads=config["heads"], ff_mult=config["ff_mult"], dropout=config["dropout"],
                                  max_len=config["max_len"], num_classes=len(config["classes"]))
@@ -255,9 +241,8 @@ def config_problem(config: dict) -> str | None:
     if config.get("encoder") not in (None, "transformer", "cnn"):
         return "encoder must be transformer or cnn"
     if cnn and not (whole(config.get("width"), 1, 8192) and whole(config.get("region"), 1, 16)
-                    and whole(config.get("region2", 0), 0, 16)
                     and whole(config.get("cnn_words", len(config["vocab"])), 2, len(config["vocab"]))):
-        return "a cnn needs width 1-8192, region 1-16, region2 0-16 and cnn_words 2-len(vocab)"
+        return "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
     dim, heads, layers, ff_mult = config["dim"], config["heads"], config["layers"], config["ff_mult"]
     if not (whole(dim, 1, 4096) and whole(heads, 1, dim) and dim % heads == 0 and whole(layers, 1, 64)
             and whole(ff_mult, 1, 16) and whole(config.get("members", 1), 1, 16)):
@@ -271,7 +256,7 @@ def config_problem(config: dict) -> str | None:
         return f"bag_order 0-3, bag_features 0-{MAX_BAG_FEATURES:,} and encoder_weight in [0, 10] are required"
     if not keys_fit(order, len(config["vocab"])):
         return f"1-{order}-grams of {len(config['vocab']):,} words do not fit the bag's 47-bit keys"
-    per_member = (len(config["vocab"]) * (config["region"] + config.get("region2", 0)) * config["width"] if cnn
+    per_member = (len(config["vocab"]) * config["region"] * config["width"] if cnn
                   else len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
     parameters = config.get("members", 1) * per_member
     if parameters > MAX_PARAMETERS:

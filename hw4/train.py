@@ -47,7 +47,7 @@ class Recipe:
     """Every default of a run; each field is the command-line option of the same name."""
 
     encoder: str = "cnn"          # "cnn": region CNNs reading whole reviews; "transformer": Transformer encoders
-    epochs: int = 4
+    epochs: int = 8
     batch_size: int = 100
     lr: float = 5e-3              # AdamW's peak learning rate
     weight_decay: float = 0.1     # on weight matrices, not embeddings, biases or norms
@@ -60,7 +60,6 @@ class Recipe:
     dropout: float = 0.5
     width: int = 500              # CNN: features per region
     region: int = 3               # CNN: words per region
-    region2: int = 0              # CNN: words per region of a second, parallel set of features (0: none)
     dim: int = 128                # Transformer: model width
     layers: int = 2               # Transformer: blocks
     heads: int = 4                # Transformer: attention heads
@@ -73,9 +72,10 @@ class Recipe:
 RECIPES = {"cnn": Recipe(),
            "transformer": Recipe(encoder="transformer", epochs=2, batch_size=32, lr=1e-3, max_len=512, head=128,
                                  dropout=0.2)}
-MODEL_KEYS = ("encoder", "width", "region", "region2", "dim", "layers", "heads", "ff_mult", "dropout", "max_len",
-              "head", "bag_order")
-ENCODER_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0)  # tried on validation for the encoders' part of the log-odds
+MODEL_KEYS = ("encoder", "width", "region", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head",
+              "bag_order")
+# Tried on validation as the weight of the encoders' part of the log-odds.
+ENCODER_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
 
 def parse_args() -> argparse.Namespace:
@@ -98,9 +98,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-vocab", type=positive(), help="vocabulary size cap")
     parser.add_argument("--width", type=number(int, 1, 8192), help="CNN: features per region")
     parser.add_argument("--region", type=number(int, 1, 16), help="CNN: words per region")
-    parser.add_argument("--region2", type=number(int, 0, 16),
-                        help="CNN: words per region of a second, parallel set of --width features (Johnson & "
-                             "Zhang's seq2-CNN; 0: none)")
     parser.add_argument("--dim", type=positive(), help="Transformer: model width")
     parser.add_argument("--layers", type=positive(), help="Transformer blocks")
     parser.add_argument("--heads", type=positive(), help="attention heads per block")
@@ -189,8 +186,7 @@ def main() -> None:
         mistakes = mistakes_report(model, config, test, probabilities)
         report["wall_seconds"] = time.perf_counter() - began
         with staged_folder(args.out_dir, announce=report_written) as out:
-            regions = f"{args.region} and {args.region2}" if args.region2 else args.region
-            title = (f"IMDB region CNN ({args.width} features, regions of {regions} words" if args.encoder == "cnn"
+            title = (f"IMDB region CNN ({args.width} features, regions of {args.region} words" if args.encoder == "cnn"
                      else f"IMDB Transformer ({args.layers} layers, width {args.dim}")
             title += f"; {args.members} members trained in turn" if args.members > 1 else ""
             title += "): train and validation"

@@ -501,61 +501,49 @@ def test_ensemble_averages_its_members_probabilities():
 def test_cnn_checkpoint_configs_are_checked_at_each_limit():
     good = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 1, "heads": 2,
             "ff_mult": 2, "dropout": 0.25, "max_len": 6, "head": 2, "encoder": "cnn", "width": 4, "region": 2}
-    cnn = "a cnn needs width 1-8192, region 1-16, region2 0-16 and cnn_words 2-len(vocab)"
+    cnn = "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
     cases = [({}, None), ({"encoder": "transformer"}, None), ({"encoder": "lstm"}, "encoder must be transformer or cnn"),
              ({"width": 1}, None), ({"width": 8192}, None), ({"width": 0}, cnn), ({"width": 8193}, cnn),
              ({"width": 4.0}, cnn), ({"width": None}, cnn), ({"region": 1}, None), ({"region": 16}, None),
              ({"region": 0}, cnn), ({"region": 17}, cnn), ({"region": None}, cnn), ({"cnn_words": 2}, None),
-             ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn), ({"region2": 0}, None),
-             ({"region2": 16}, None), ({"region2": -1}, cnn), ({"region2": 17}, cnn), ({"region2": 2.0}, cnn)]
+             ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
     for change, problem in cases:
         assert config_problem({**good, **change}) == problem, change
     model = build_model(good)
     assert isinstance(model, RegionCNN) and (model.width, model.region, model.drop.p) == (4, 2, 0.25)
     assert model.embed.weight.shape == (4, 8) and build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 8)
-    seq2 = build_model({**good, "region2": 3})
-    assert seq2.regions == (2, 3) and seq2.embed.weight.shape == (4, 20) and seq2.head.in_features == 8
     transformer = {key: value for key, value in good.items() if key not in ("encoder", "width", "region")}
     assert config_problem(transformer) is None and isinstance(build_model(transformer), TransformerClassifier)
-    # the parameter count: members x vocab x (region + region2) x width, at most 200 million
+    # the parameter count: members x vocab x region x width, at most 200 million
     at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(99_998))], "width": 1000, "region": 2}
-    assert config_problem(at_limit) is None and config_problem({**at_limit, "region": 1, "region2": 1}) is None
+    assert config_problem(at_limit) is None
     assert config_problem({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
-    assert config_problem({**at_limit, "region2": 1}).startswith("it implies 300,000,000 parameters")
 
 
 def test_the_region_cnn_has_the_documented_defaults_and_starts_small():
     torch.manual_seed(0)
     model = RegionCNN(2000)
-    assert (model.width, model.regions, model.drop.p, model.head.out_features) == (500, (3,), 0.5, 2)
+    assert (model.width, model.region, model.drop.p, model.head.out_features) == (500, 3, 0.5, 2)
     assert model.embed.weight.shape == (2000, 1500) and model.bias.abs().sum() == 0
     assert float(model.embed.weight[2:].detach().std()) == pytest.approx(0.1 / 3 ** 0.5, rel=0.01)
     assert float(RegionCNN(2000, width=10, region=4).embed.weight[2:].detach().std()) == pytest.approx(0.05, rel=0.05)
-    seq2 = RegionCNN(2000, width=10, region=4, region2=2).embed.weight[2:].detach()  # each region size its own scale
-    assert float(seq2[:, :40].std()) == pytest.approx(0.05, rel=0.05)
-    assert float(seq2[:, 40:].std()) == pytest.approx(0.1 / 2 ** 0.5, rel=0.05)
 
 
 def one_hot_cnn(model: RegionCNN, ids: Tensor) -> Tensor:
-    """The CNN's logits computed as its docstring says: for each region size, a convolution over one-hot words
-    (<unk> and padding as all-zero columns), ReLU, the max over the regions starting at each real word; the
-    pooled features side by side into the linear head."""
-    vocab, width = len(model.embed.weight), model.width
+    """The CNN's logits computed as its docstring says: a convolution over one-hot words (<unk> and padding
+    as all-zero columns), ReLU, the max over the regions starting at each real word, the linear head."""
+    vocab, (width, region) = len(model.embed.weight), (model.width, model.region)
     hot = F.one_hot(ids, vocab).float()
     hot[..., [PAD_ID, UNK_ID]] = 0
-    tables = model.embed.weight.view(vocab, -1, width).split(list(model.regions), dim=1)
-    pooled = []
-    for table, bias in zip(tables, model.bias.view(-1, width)):
-        region = table.shape[1]
-        conv = F.conv1d(F.pad(hot.transpose(1, 2), (0, region - 1)), table.permute(2, 0, 1), bias)  # (B, width, T)
-        pooled.append(torch.stack([F.relu(conv[b, :, ids[b] != PAD_ID]).amax(1) for b in range(len(ids))]))
-    return model.head(torch.cat(pooled, dim=1))
+    filters = model.embed.weight.view(vocab, region, width).permute(2, 0, 1)  # (width, vocab, region)
+    conv = F.conv1d(F.pad(hot.transpose(1, 2), (0, region - 1)), filters, model.bias)  # (B, width, T)
+    pooled = torch.stack([F.relu(conv[b, :, ids[b] != PAD_ID]).amax(1) for b in range(len(ids))])
+    return model.head(pooled)
 
 
-@pytest.mark.parametrize("region, region2", [(3, 0), (2, 3)])
-def test_region_cnn_is_a_convolution_over_one_hot_words_max_pooled_over_the_review(region, region2):
+def test_region_cnn_is_a_convolution_over_one_hot_words_max_pooled_over_the_review():
     torch.manual_seed(0)
-    model = RegionCNN(30, width=16, region=region, region2=region2).eval()
+    model = RegionCNN(30, width=16, region=3).eval()
     with torch.no_grad():
         model.bias.normal_()  # so that padding would show if it leaked into the max
         model.embed.weight[2:].normal_()
@@ -619,12 +607,12 @@ def test_each_encoder_trains_on_label_smoothed_cross_entropy_clipped_and_keeps_i
 
 def test_a_cnn_knowing_the_first_words_reads_the_others_as_unknown():
     torch.manual_seed(0)
-    model = RegionCNN(30, width=8, region=2, region2=1, dropout=0.25, num_classes=3).eval()
+    model = RegionCNN(30, width=8, region=2, dropout=0.25, num_classes=3).eval()
     with torch.no_grad():
         model.embed.weight[2:].normal_()
     small = model.first_words(12).eval()
-    assert small.embed.weight.shape == (12, 24) and torch.equal(small.embed.weight, model.embed.weight[:12])
-    assert (small.regions, small.drop.p, small.head.out_features) == ((2, 1), 0.25, 3)
+    assert small.embed.weight.shape == (12, 16) and torch.equal(small.embed.weight, model.embed.weight[:12])
+    assert (small.region, small.drop.p, small.head.out_features) == (2, 0.25, 3)
     ids = torch.tensor([[5, 11, 12, 29, 3], [2, 3, 4, 5, 6]])
     with torch.no_grad():
         torch.testing.assert_close(small(ids), model(torch.where(ids >= 12, UNK_ID, ids)))
