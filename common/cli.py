@@ -2,6 +2,7 @@
 reporting."""
 
 import argparse
+import dataclasses
 import errno
 import json
 import math
@@ -72,6 +73,18 @@ def make_parser(description: str, results_dir: str | None, *, data: bool = True,
                             help="auto picks cuda, then mps, then cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
+
+
+def option(help: str, **argparse_kwargs) -> dict:
+    """A recipe field's metadata: the help and `add_argument` keywords (type, choices, nargs) of its option."""
+    return {"help": help, **argparse_kwargs}
+
+
+def add_recipe_options(parser: argparse.ArgumentParser, recipe: type) -> None:
+    """One option per field of the dataclass `recipe`, --field-name, as the field's metadata (`option`)
+    declares it; the defaults come from the recipe chosen (`parser.set_defaults`)."""
+    for field in dataclasses.fields(recipe):
+        parser.add_argument("--" + field.name.replace("_", "-"), **field.metadata)
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,

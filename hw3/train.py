@@ -4,7 +4,7 @@ airbench), select on a validation split carved from train, and report on the tes
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -15,9 +15,9 @@ from torch import nn
 from common.atomic_io import staged_folder
 from common.cifar import (FLIPS, FORMAT_HELP, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10,
                           split_train_val)
-from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, forced_facts,
-                        fraction, make_parser, non_negative, number, positive, report_written, run,
-                        settings_of, validation_size)
+from common.cli import (DefaultInt, add_force_arg, add_precision_arg, add_recipe_options, check_out_dir, count,
+                        forced_facts, fraction, make_parser, non_negative, number, option, positive, report_written,
+                        run, settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap, world_size,
@@ -35,19 +35,26 @@ from hw3.report import evaluate_test, write_test_results
 
 @dataclass(frozen=True)
 class Recipe:
-    """Every default of one model's run; each field is the command-line option of the same name."""
+    """Every default of one model's run; each field is the command-line option of the same name, whose
+    help and type its metadata holds."""
 
-    widths: list[int]       # channels per conv block
-    optimizer: str          # adamw (one-cycle schedule), or muon for the conv filters (see make_optimizer)
-    epochs: int
-    batch_size: int
-    lr: float               # peak lr (adamw), or the conv filters' Muon lr
-    weight_decay: float
-    label_smoothing: float
-    crop_padding: int       # random-crop padding in pixels (0: no crops)
-    flip: str               # random, or alternate (each image mirrored in one of every two epochs)
-    tta: int                # test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts
-    members: int            # networks trained in turn (seeds seed, seed+1, ...), probabilities averaged
+    widths: list[int] = field(metadata=option("channels per conv block", type=positive(), nargs="+"))
+    optimizer: str = field(metadata=option(
+        "adamw (one-cycle), or Muon for the conv filters (airbench94_muon's recipe with --model airbench; with "
+        "the cnn, AdamW for the rest and one cycle)", choices=["adamw", "muon"]))
+    epochs: int = field(metadata=option("passes over the training images, per member", type=positive()))
+    batch_size: int = field(metadata=option("global batch (split over torchrun processes)", type=positive()))
+    lr: float = field(metadata=option("peak learning rate (muon: the conv filters')", type=positive(float)))
+    weight_decay: float = field(metadata=option("decoupled weight decay (muon: per example)", type=non_negative))
+    label_smoothing: float = field(metadata=option("of the cross-entropy targets", type=fraction))
+    crop_padding: int = field(metadata=option("random-crop padding in pixels, 0-31 (0: no crops)",
+                                              type=number(int, 0, 31)))
+    flip: str = field(metadata=option("random: each image with probability 1/2; alternate: a fixed half in odd "
+                                      "epochs, the other half in even ones", choices=FLIPS))
+    tta: int = field(metadata=option("test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts",
+                                     type=int, choices=[0, 1, 2]))
+    members: int = field(metadata=option("networks trained in turn (seeds seed, seed+1, ...) whose probabilities "
+                                         "are averaged", type=positive()))
 
 
 # Chosen on the validation split (see hw3/README.md).
@@ -115,23 +122,7 @@ def parse_args() -> argparse.Namespace:
                         help="cnn: the seed's three-conv net; airbench: the airbench-style net. The recipe "
                              "options below default to this model's recipe (RECIPES in hw3/train.py): the "
                              "defaults shown are those of the --model given, cnn's if none")
-    parser.add_argument("--optimizer", choices=["adamw", "muon"],
-                        help="adamw (one-cycle), or Muon for the conv filters (airbench94_muon's recipe with "
-                             "--model airbench; with the cnn, AdamW for the rest and one cycle)")
-    parser.add_argument("--widths", type=positive(), nargs="+", help="channels per conv block")
-    parser.add_argument("--epochs", type=positive(), help="passes over the training images, per member")
-    parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
-    parser.add_argument("--lr", type=positive(float), help="peak learning rate (muon: the conv filters')")
-    parser.add_argument("--weight-decay", type=non_negative, help="decoupled weight decay (muon: per example)")
-    parser.add_argument("--label-smoothing", type=fraction, help="of the cross-entropy targets")
-    parser.add_argument("--crop-padding", type=number(int, 0, 31),
-                        help="random-crop padding in pixels, 0-31 (0: no crops)")
-    parser.add_argument("--flip", choices=FLIPS, help="random: each image with probability 1/2; "
-                        "alternate: a fixed half in odd epochs, the other half in even ones")
-    parser.add_argument("--tta", type=int, choices=[0, 1, 2],
-                        help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts")
-    parser.add_argument("--members", type=positive(),
-                        help="networks trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
+    add_recipe_options(parser, Recipe)
     parser.add_argument("--val-size", type=count, default=DefaultInt(5000),
                         help="training images held out for validation (0: train on all; with --limit "
                              "alone, a tenth of the limit)")

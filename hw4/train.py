@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -20,9 +20,9 @@ from torch import nn
 
 from common.atomic_io import staged_folder
 from common.checkpoint import COMPACT_CHECKPOINT, save_checkpoint
-from common.cli import (DefaultInt, add_force_arg, add_precision_arg, check_out_dir, count, forced_facts,
-                        fraction, make_parser, non_negative, number, positive, report_written, run,
-                        settings_of, validation_size)
+from common.cli import (DefaultInt, add_force_arg, add_precision_arg, add_recipe_options, check_out_dir, count,
+                        forced_facts, fraction, make_parser, non_negative, number, option, positive, report_written,
+                        run, settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap, world_size,
@@ -44,28 +44,40 @@ from hw4.report import evaluate_test, mistakes_report, print_test_summary, write
 
 @dataclass(frozen=True)
 class Recipe:
-    """Every default of a run; each field is the command-line option of the same name."""
+    """Every default of a run (cnn's here); each field is the command-line option of the same name, whose
+    help and type its metadata holds."""
 
-    encoder: str = "cnn"          # "cnn": region CNNs reading whole reviews; "transformer": Transformer encoders
-    epochs: int = 8
-    batch_size: int = 100
-    lr: float = 5e-3              # AdamW's peak learning rate
-    weight_decay: float = 0.1     # on weight matrices, not embeddings, biases or norms
-    warmup: float = 0.1           # fraction of steps spent warming up, then linear decay to 0
-    label_smoothing: float = 0.0
-    max_len: int = 1024           # tokens kept per review
-    head: int = 256               # of those, how many from the start of a long review (the rest from its end)
-    min_count: int = 5            # rarest word kept in the vocabulary
-    max_vocab: int = 20_000
-    dropout: float = 0.5
-    width: int = 500              # CNN: features per region
-    region: int = 3               # CNN: words per region
-    dim: int = 128                # Transformer: model width
-    layers: int = 2               # Transformer: blocks
-    heads: int = 4                # Transformer: attention heads
-    ff_mult: int = 4              # Transformer: feed-forward width / model width
-    members: int = 2              # encoders trained in turn (seeds seed, seed+1, ...), probabilities averaged
-    bag_order: int = 3            # the n-gram bag beside the encoders reads 1- to this-grams (0: no bag)
+    encoder: str = field(default="cnn", metadata=option(
+        "cnn: region CNNs reading whole reviews; transformer: Transformer encoders reading their head and tail. "
+        "The options below default to this encoder's recipe (RECIPES in hw4/train.py): the defaults shown are "
+        "those of the --encoder given, cnn's if none", choices=["cnn", "transformer"]))
+    epochs: int = field(default=8, metadata=option("passes over the training reviews, per member", type=positive()))
+    batch_size: int = field(default=100, metadata=option("global batch (split over torchrun processes)",
+                                                         type=positive()))
+    lr: float = field(default=5e-3, metadata=option("AdamW's peak learning rate", type=positive(float)))
+    weight_decay: float = field(default=0.1, metadata=option(
+        "AdamW's, on weight matrices only (not embeddings, biases or norms)", type=non_negative))
+    warmup: float = field(default=0.1, metadata=option(
+        "fraction of steps spent warming up, then linear decay to 0", type=fraction))
+    label_smoothing: float = field(default=0.0, metadata=option("of the cross-entropy targets", type=fraction))
+    max_len: int = field(default=1024, metadata=option("tokens kept per review", type=number(int, 1, 65536)))
+    head: int = field(default=256, metadata=option(
+        "of those, how many from the start of a long review (the rest from its end)", type=count))
+    min_count: int = field(default=5, metadata=option("rarest word kept in the vocabulary", type=positive()))
+    max_vocab: int = field(default=20_000, metadata=option("vocabulary size cap", type=positive()))
+    dropout: float = field(default=0.5, metadata=option(
+        "on the pooled vector (Transformer: also on embeddings and each block's branches)", type=fraction))
+    width: int = field(default=500, metadata=option("CNN: features per region", type=number(int, 1, 8192)))
+    region: int = field(default=3, metadata=option("CNN: words per region", type=number(int, 1, 16)))
+    dim: int = field(default=128, metadata=option("Transformer: model width", type=positive()))
+    layers: int = field(default=2, metadata=option("Transformer blocks", type=positive()))
+    heads: int = field(default=4, metadata=option("attention heads per block", type=positive()))
+    ff_mult: int = field(default=4, metadata=option("feed-forward width / model width", type=positive()))
+    members: int = field(default=2, metadata=option(
+        "encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged", type=positive()))
+    bag_order: int = field(default=3, metadata=option(
+        "an n-gram bag (NBSVM, hw4/ngrams.py) of 1- to this-grams whose log-odds are added to the encoders' "
+        "(0: no bag)", type=number(int, 0, 3)))
 
 
 # Each encoder's defaults, chosen on the movie-held-out validation split (see hw4/README.md).
@@ -81,34 +93,7 @@ ENCODER_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 def parse_args() -> argparse.Namespace:
     """The options, with the defaults of the recipe of `--encoder` (so `--help` shows them)."""
     parser = make_parser(__doc__, "hw4/results")
-    parser.add_argument("--encoder", default="cnn", choices=sorted(RECIPES),
-                        help="cnn: region CNNs reading whole reviews; transformer: Transformer encoders reading "
-                             "their head and tail. The options below default to this encoder's recipe (RECIPES in "
-                             "hw4/train.py): the defaults shown are those of the --encoder given, cnn's if none")
-    parser.add_argument("--epochs", type=positive(), help="passes over the training reviews, per member")
-    parser.add_argument("--batch-size", type=positive(), help="global batch (split over torchrun processes)")
-    parser.add_argument("--lr", type=positive(float), help="peak learning rate")
-    parser.add_argument("--weight-decay", type=non_negative, help="AdamW's, on weight matrices only")
-    parser.add_argument("--warmup", type=fraction, help="fraction of steps spent warming up")
-    parser.add_argument("--label-smoothing", type=fraction, help="of the cross-entropy targets")
-    parser.add_argument("--max-len", type=number(int, 1, 65536), help="tokens kept per review")
-    parser.add_argument("--head", type=count,
-                        help="of those, how many from the start of a long review (the rest from its end)")
-    parser.add_argument("--min-count", type=positive(), help="rarest word kept in the vocabulary")
-    parser.add_argument("--max-vocab", type=positive(), help="vocabulary size cap")
-    parser.add_argument("--width", type=number(int, 1, 8192), help="CNN: features per region")
-    parser.add_argument("--region", type=number(int, 1, 16), help="CNN: words per region")
-    parser.add_argument("--dim", type=positive(), help="Transformer: model width")
-    parser.add_argument("--layers", type=positive(), help="Transformer blocks")
-    parser.add_argument("--heads", type=positive(), help="attention heads per block")
-    parser.add_argument("--ff-mult", type=positive(), help="feed-forward width / model width")
-    parser.add_argument("--dropout", type=fraction,
-                        help="on the pooled vector (Transformer: also on embeddings and each block's branches)")
-    parser.add_argument("--members", type=positive(),
-                        help="encoders trained in turn (seeds seed, seed+1, ...) whose probabilities are averaged")
-    parser.add_argument("--bag-order", type=number(int, 0, 3),
-                        help="an n-gram bag (NBSVM, hw4/ngrams.py) of 1- to this-grams whose log-odds are "
-                             "added to the encoders' (0: no bag)")
+    add_recipe_options(parser, Recipe)
     parser.add_argument("--val-size", type=count, default=DefaultInt(2500),
                         help="training reviews held out for validation, by whole movies (0: train on all; "
                              "with --limit alone, a tenth of the limit)")

@@ -2,6 +2,7 @@
 reading several inputs, one-line errors, eval folders and refusing another run's folder."""
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -12,11 +13,10 @@ import torch
 from torch import nn
 
 import common.cli as cli
-from common.cli import (DefaultInt, RepoPath, add_eval_out_dir, add_force_arg, add_precision_arg, add_training_args,
-                        check_out_dir,
-                        forced_facts, make_parser, number, output_file, output_folder, png_file, positive,
-                        read_each, refuse_overwriting_inputs, repo_path, report_written, run, start_eval,
-                        validation_size)
+from common.cli import (DefaultInt, RepoPath, add_eval_out_dir, add_force_arg, add_precision_arg, add_recipe_options,
+                        add_training_args, check_out_dir, forced_facts, make_parser, number, option, output_file,
+                        output_folder, png_file, positive, read_each, refuse_overwriting_inputs, repo_path,
+                        report_written, run, start_eval, validation_size)
 from common.errors import DataNotFoundError, UserError
 from tests.conftest import ROOT
 
@@ -75,6 +75,27 @@ def test_training_and_precision_options(monkeypatch):
     assert "--resume" not in actions(bare)
     help_text = " ".join(parser.format_help().split())
     assert "passes over the training data (default: 3)" in help_text and "(peak) learning rate (default: 0.01)" in help_text
+
+
+def test_each_recipe_field_is_the_option_its_metadata_declares():
+    @dataclasses.dataclass(frozen=True)
+    class Recipe:
+        widths: list[int] = dataclasses.field(metadata=option("channels", type=positive(), nargs="+"))
+        batch_size: int = dataclasses.field(default=8, metadata=option("examples per step", type=positive()))
+        flip: str = dataclasses.field(default="random", metadata=option("how", choices=["random", "alternate"]))
+
+    parser = make_parser("demo", None)
+    add_recipe_options(parser, Recipe)
+    parser.set_defaults(**dataclasses.asdict(Recipe(widths=[4, 8])))
+    args = parser.parse_args(["--batch-size", "16", "--widths", "2", "3", "5"])
+    assert (args.widths, args.batch_size, args.flip) == ([2, 3, 5], 16, "random")
+    assert parser.parse_args([]).widths == [4, 8] and parser.parse_args(["--flip", "alternate"]).flip == "alternate"
+    assert actions(parser)["--batch-size"].help == "examples per step" and actions(parser)["--flip"].choices == [
+        "random", "alternate"]
+    for argv in (["--batch-size", "0"], ["--flip", "sideways"], ["--widths"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    assert " ".join(parser.format_help().split()).count("examples per step (default: 8)") == 1
 
 
 @pytest.mark.parametrize("make, text, message", [  # each type made inside the test, where mutmut sees it
