@@ -106,11 +106,12 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     straight, optimizer, scheduler, train, val = setup(dropout=0.2)
     full = fit(straight, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=4, desc=None)
 
-    spec = Checkpointing(tmp_path / "state.pt", kind="demo", settings={"lr": 1e-2})
+    spec = Checkpointing(tmp_path / "state.pt", kind="demo", config={"width": 8}, settings={"lr": 1e-2})
     first, optimizer, scheduler, train, val = setup(dropout=0.2)
     fit(first, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler), train, val, epochs=2, checkpointing=spec,
         desc=None)
-    assert load_checkpoint(spec.path, kind="demo")["epoch"] == 2
+    saved = load_checkpoint(spec.path, kind="demo")
+    assert saved["epoch"] == 2 and saved["config"] == {"width": 8} and saved["settings"] == {"lr": 1e-2}
 
     # A fresh process would rebuild everything from other seeds; the checkpoint must restore it all.
     resumed, optimizer, scheduler, train, val = setup(seed=123, dropout=0.2)
