@@ -436,14 +436,19 @@ def test_the_mutation_summary_counts_each_outcome_and_keeps_the_other_modules_ro
     monkeypatch.setattr(summary, "SUMMARY", tmp_path / "MUTATION.md")
     monkeypatch.setattr(summary, "EQUIVALENT", {"common.m.x_h__mutmut_1": "no behaviour tells it apart"})
     (tmp_path / "MUTATION.md").write_text("| `common/other.py` | 9 | 9 | 0 | 0 | 0 | 0 | 100.0% |\n"
-                                          "- `common/other.py` survived: none\n")
+                                          "- `common/other.py` survived: none\n"
+                                          "| `common/gone.py` | 5 | 5 | 0 | 0 | 0 | 0 | 100.0% |\n"
+                                          "- `common/gone.py` survived: none\n")
+    (tmp_path / "common").mkdir()
+    for module in ("m.py", "other.py"):  # gone.py was removed since its run
+        (tmp_path / "common" / module).write_text("")
     summary.update_summary("common/m.py")
     text = (tmp_path / "MUTATION.md").read_text()
     # killed 1, timed out 1, survived 2 (one with no test), equivalent 1, not checked 1: 2 of 4 caught
     assert "| `common/m.py` | 6 | 1 | 1 | 2 | 1 | 1 | 50.0% |" in text and "| `common/other.py` | 9 |" in text
     assert "- `common/m.py` survived: `x_f__mutmut_2`, `x_g__mutmut_3`" in text
     assert "- `common.m.x_h__mutmut_1`: no behaviour tells it apart" in text
-    (tmp_path / "common").mkdir()
+    assert "- `common/other.py` survived: none" in text and "gone.py" not in text
     (tmp_path / "common" / "classes.py").write_text("class A(Exception):\n    code = 2\n")
     (tmp_path / "common" / "functions.py").write_text("class A:\n    def f(self):\n        return 1\n")
     assert not summary.has_functions("common/classes.py") and summary.has_functions("common/functions.py")
