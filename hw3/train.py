@@ -2,12 +2,16 @@
 airbench), select on a validation split carved from train, and report on the test split."""
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
+# Before torch starts: its large CPU tensors on huge pages, as in hw4/train.py. Each step's activations are
+# allocated afresh; on 4 KB pages faulting them in cost 10% of a run (results/selection/huge_pages.json).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch
 from torch import nn
