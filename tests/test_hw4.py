@@ -27,7 +27,7 @@ from hw4.explain import (Reading, as_ansi, as_markers, bag_log_odds, ngram_pushe
 import hw4.explain
 import hw4.model
 import hw4.predict
-from hw4.train import ENCODER_WEIGHTS
+from hw4.train import ENCODER_WEIGHTS, RECIPES, Recipe
 from common.checkpoint import save_checkpoint
 from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, MultiHeadSelfAttention, RegionCNN,
                        TransformerClassifier, build_model, compact_copy, config_problem, load_model,
@@ -569,6 +569,12 @@ def test_region_cnn_never_trains_padding_or_unknown_words_and_learns_a_toy_task(
     labels[::2] = 1
     losses = full_batch_losses(model, ids, labels, torch.optim.AdamW(model.parameters(), lr=1e-2), steps=40)
     assert losses[-1] < 0.3 * losses[0] and model.embed.weight[[PAD_ID, UNK_ID]].abs().sum() == 0
+
+
+def test_each_encoder_is_a_choice_of_the_encoder_option_and_names_its_own_recipe():
+    import dataclasses
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(Recipe)}["encoder"]
+    assert sorted(choices) == sorted(RECIPES) and all(recipe.encoder == name for name, recipe in RECIPES.items())
 
 
 def test_each_encoder_trains_on_label_smoothed_cross_entropy_clipped_and_keeps_its_own_training_state(
