@@ -150,7 +150,7 @@ FIGURES = [
                        ("| Transformers beside the bag, `--encoder transformer` |", "transformers_bag"),
                        ("| `transformers_bag` |", "transformers_bag"), ("| `default_seed1` |", "default_seed1"),
                        ("| `cnn_m1` |", "cnn_m1"), ("| `cnn_m1_e8` |", "cnn_m1_e8"), ("| `default_e4` |", "default_e4"),
-                       ("| `cnn_m1_e12` |", "cnn_m1_e12"),
+                       ("| `cnn_m1_e12` |", "cnn_m1_e12"), ("| `cnn_m1_e8_v30k` |", "cnn_m1_e8_v30k"),
                        ("| `cnn_m1_seq2` |", "cnn_m1_seq2"))],
     ("hw4/README.md", "| default | two region CNNs, 8 epochs |", "hw4/results/metrics.json", lambda m: [
         pct(m["encoders_val_acc"]), pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
