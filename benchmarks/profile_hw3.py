@@ -23,7 +23,7 @@ from common.data_dir import resolve_data_dir
 from common.device import autocast, report_machine
 from common.metrics import confusion_matrix
 from common.plotting import plot_confusion_matrix, plot_member_histories
-from hw3.model import build_network, predict_logits
+from hw3.model import ModelConfig, predict_logits
 from hw3.train import RECIPES, make_optimizer, parse_args
 
 
@@ -58,9 +58,9 @@ def main() -> None:
 
     loader = CifarBatches(train, batch_size=args.batch_size, train=True, seed=args.seed, mean=mean, std=std,
                           crop_padding=args.crop_padding, flip=args.flip, device=device)
-    config = {"model": args.model, "widths": args.widths, "classes": train.classes, "mean": mean, "std": std,
-              "tta": args.tta, "members": args.members, "num_classes": len(train.classes)}
-    model = build_network(config).to(memory_format=torch.channels_last)
+    config = ModelConfig(model=args.model, widths=args.widths, classes=train.classes, mean=mean, std=std,
+                         tta=args.tta, members=args.members)
+    model = config.member().to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, args, len(loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     step_phases: dict[str, float] = {}

@@ -1,9 +1,10 @@
 """Checkpoints that say what they are: saved atomically, validated on load with one-line errors."""
 
+import dataclasses
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -15,13 +16,26 @@ FORMAT = "cse849-checkpoint"
 COMPACT_CHECKPOINT = "model_int8.pt"  # the int8 copy small enough for git, beside a model.pt that is not
 
 
+class ModelConfig(Protocol):
+    """A homework's model config (a dataclass): it names what is wrong with itself, and builds its model."""
+
+    def problem(self) -> str | None: ...
+
+    def build(self) -> nn.Module: ...
+
+
+Config = TypeVar("Config", bound=ModelConfig)
+
+
 def save_checkpoint(path: str | os.PathLike, *, kind: str, model: nn.Module | dict,
-                    config: dict | None = None, compact: bool = False, **extra: object) -> None:
-    """Atomically save `model`'s weights with its `kind` (e.g. 'hw3-cnn'), `config` and any extras;
-    `compact` stores the weights as `int8_state` does (about a quarter of the size)."""
+                    config: ModelConfig | dict | None = None, compact: bool = False, **extra: object) -> None:
+    """Atomically save `model`'s weights with its `kind` (e.g. 'hw3-cnn'), `config` (a dataclass is stored
+    as a dict) and any extras; `compact` stores the weights as `int8_state` does (about a quarter of the size)."""
     state = model.state_dict() if isinstance(model, nn.Module) else model
     if compact:
         state, extra = int8_state(state), {**extra, "compact": "int8"}
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
     payload = {"format": FORMAT, "kind": kind, "model": state, "config": config or {}, **extra}
     with atomic_path(path) as tmp, open(tmp, "wb") as file:
         torch.save(payload, file)  # through the open file: a path would put its random name in the archive
@@ -134,19 +148,26 @@ def load_weights(model: nn.Module, state: dict, path: str | os.PathLike) -> None
         raise UserError(f"{path}: weights do not fit the model ({detail[:200]})") from None
 
 
-def load_model(path: str | os.PathLike, *, kind: str, config_keys: tuple[str, ...],
-               check: Callable[[dict], str | None], build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
-    """The model `build(config)` makes from a checkpoint's config, with the checkpoint's weights; the
-    config is first checked by `check` (which names what is wrong, or returns None), so a crafted one
-    cannot ask for an absurd allocation."""
-    checkpoint = load_checkpoint(path, kind=kind)
-    config = checkpoint["config"]
-    missing = [key for key in config_keys if key not in config]
+def config_from(config_type: type[Config], stored: dict, path: str | os.PathLike) -> Config:
+    """The `config_type` dataclass a checkpoint's config dict describes; keys it does not know (an older
+    run's) are left out, and a field without a default must be there."""
+    fields = dataclasses.fields(config_type)
+    missing = [f.name for f in fields if f.name not in stored and f.default is dataclasses.MISSING]
     if missing:
         raise UserError(f"{path}: checkpoint config lacks {', '.join(missing)}")
-    problem = check(config)
+    return config_type(**{f.name: stored[f.name] for f in fields if f.name in stored})
+
+
+def load_model(path: str | os.PathLike, *, kind: str, config_type: type[Config]) -> tuple[nn.Module, Config]:
+    """The model a checkpoint's config builds, with the checkpoint's weights; the config is first checked
+    (its `problem()`), so a crafted one cannot ask for an absurd allocation."""
+    checkpoint = load_checkpoint(path, kind=kind)
+    if not isinstance(checkpoint["config"], dict):
+        raise UserError(f"{path}: checkpoint config is not a dict")
+    config = config_from(config_type, checkpoint["config"], path)
+    problem = config.problem()
     if problem:
         raise UserError(f"{path}: checkpoint config refused: {problem}")
-    model = build(config)
+    model = config.build()
     load_weights(model, checkpoint["model"], path)
     return model, config

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.checkpoint import ModelConfig
 from common.data_dir import resolve_data_dir
 from common.device import PRECISIONS, report_machine, select_device
 from common.errors import UserError
@@ -250,10 +251,10 @@ class EvalRun(NamedTuple):
     device: torch.device
     machine: dict
     model: nn.Module
-    config: dict
+    config: ModelConfig
 
 
-def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.device], tuple[nn.Module, dict]]
+def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.device], tuple[nn.Module, ModelConfig]]
                ) -> EvalRun:
     """The checkpoint's model and config, loaded first; the data folder; the output folder: --out-dir, or
     `eval-<data folder name>/` beside the checkpoint, never the checkpoint's own folder (it holds the

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.atomic_io import write_json
-from common.checkpoint import COMPACT_CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
+from common.checkpoint import COMPACT_CHECKPOINT, ModelConfig, load_checkpoint, load_weights, save_checkpoint
 from common.cli import progress
 from common.device import autocast, gradient_scaler
 from common.distributed import all_reduce_sum, is_main, unwrap
@@ -36,7 +36,7 @@ class Checkpointing:
 
     path: Path
     kind: str
-    config: dict = field(default_factory=dict)
+    config: ModelConfig | dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     resume: bool = False
 
@@ -62,15 +62,15 @@ def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, device: torch.device,
-              precision: str = "fp32", metrics: dict[str, MetricFn] | None = None,
-              optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-              grad_clip: float | None = None, progress: tqdm | None = None,
-              scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
-    """One pass over `loader` (batches are `(*inputs, target)`): trains if given an optimizer (through
+def run_epoch(model: nn.Module, loader: Iterable, loss_fn: LossFn, optimization: Optimization | None = None, *,
+              device: torch.device, precision: str = "fp32", metrics: dict[str, MetricFn] | None = None,
+              progress: tqdm | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over `loader` (batches are `(*inputs, target)`): trains if given an `optimization` (through
     `scaler` if given: fp16), else evaluates without gradients. Returns the loss and metrics averaged
     over samples, `samples`, and with a scaler `skipped_steps` (steps it skipped for inf/nan gradients)."""
-    training = optimizer is not None
+    training = optimization is not None
+    if training:
+        optimizer, scheduler, grad_clip = optimization.optimizer, optimization.scheduler, optimization.grad_clip
     model.train(training)
     metrics = metrics or {}
     # Each step's loss and metrics stay on the device, to be summed and read once at the end: no step
@@ -186,9 +186,8 @@ def fit(model: nn.Module, loss_fn: LossFn, optimization: Optimization, train_loa
         with progress(total=len(train_loader), desc=f"{desc or ''} epoch {epoch}/{epochs}".strip(),
                       quiet=quiet, leave=False) as bar:
             try:
-                train = run_epoch(model, train_loader, loss_fn, device=device, precision=precision,
-                                  metrics=metrics, optimizer=optimizer, scheduler=scheduler,
-                                  grad_clip=optimization.grad_clip, progress=bar, scaler=scaler)
+                train = run_epoch(model, train_loader, loss_fn, optimization, device=device, precision=precision,
+                                  metrics=metrics, progress=bar, scaler=scaler)
             except TrainingDiverged as err:
                 kept = (f"the checkpoint after epoch {epoch - 1} is kept in {checkpointing.path}"
                         if checkpointing is not None and epoch > 1 else "nothing was saved")
@@ -274,7 +273,7 @@ def mean_throughput(histories: list[dict[str, list[float]]]) -> float:
     return sum(rates) / len(rates)
 
 
-def write_training_record(out: Path, model: nn.Module, histories: list[dict], *, kind: str, config: dict,
+def write_training_record(out: Path, model: nn.Module, histories: list[dict], *, kind: str, config: ModelConfig,
                           plot_name: str, title: str, compact: bool = False) -> None:
     """history.json (the members' epochs one after another), model.pt (and, if `compact`, its int8 copy
     COMPACT_CHECKPOINT), and each member's curves."""
@@ -300,7 +299,7 @@ def validation_record(model: nn.Module, histories: list[dict], loader: Iterable 
     return {"final_val_acc": acc, "member_val_acc": member_accs}
 
 
-def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, config: dict, settings: dict,
+def member_checkpointing(out_dir: Path, member: int, members: int, kind: str, config: ModelConfig, settings: dict,
                          resume: bool) -> Checkpointing:
     """Where member `member` (from 0) keeps its training state; on resume, a later member that never
     saved one starts afresh."""

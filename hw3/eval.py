@@ -29,7 +29,7 @@ def main() -> None:
                                               precision=ev.machine["precision"])
     with staged_folder(ev.out, announce=report_written) as stage:
         write_test_results(report, cm, test, probabilities, stage, {
-            "checkpoint": shown_path(args.checkpoint), "model": ev.config["model"], **ev.machine,
+            "checkpoint": shown_path(args.checkpoint), "model": ev.config.model, **ev.machine,
             "command": launch_command("hw3/eval.py")})
     print(f"test accuracy {100 * report['accuracy']:.2f}% on {len(test)} images, "
           f"macro F1 {report['macro_f1']:.4f}")

@@ -1,10 +1,9 @@
 """CIFAR-10 models: the seed's three-conv CNN, and a compact airbench-style network for the 92% target;
-their checkpoint kind, loading, and test-time augmentation.
-
-`build_model(config)` rebuilds either, or an ensemble of several, from the `config` stored in a checkpoint.
-"""
+the config that rebuilds either (or an ensemble of several) from a checkpoint, its loading, and test-time
+augmentation."""
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,10 +12,8 @@ from torch import Tensor, nn
 from common import checkpoint
 from common.checkpoint import names, whole
 from common.ensemble import ensemble
-from common.errors import UserError
 
 CHECKPOINT_KIND = "hw3-cifar10"
-CONFIG_KEYS = ("model", "widths", "classes", "mean", "std", "tta")
 
 
 class SeedCNN(nn.Module):
@@ -98,43 +95,47 @@ def _shift_only_batchnorm(channels: int) -> nn.BatchNorm2d:
 MODELS = {"cnn": SeedCNN, "airbench": AirbenchNet}
 
 
-def build_model(config: dict) -> nn.Module:
-    """The network `build_network(config)` describes, or an Ensemble of `config['members']` of them."""
-    return ensemble([build_network(config) for _ in range(config.get("members", 1))])
+@dataclass(frozen=True)
+class ModelConfig:
+    """What rebuilds a trained hw3 model and feeds it images as in training; a checkpoint holds it as a dict."""
+
+    model: str  # a key of MODELS
+    widths: list[int]  # channels per conv block
+    classes: list[str]  # one logit each, in this order
+    mean: list[float]  # the training images' per-channel statistics, for normalising
+    std: list[float]
+    tta: int  # the test-time augmentation of predict_logits
+    members: int = 1  # networks whose probabilities are averaged
+
+    def member(self) -> nn.Module:
+        """One freshly initialised network of the kind and widths named."""
+        return MODELS[self.model](widths=tuple(self.widths), num_classes=len(self.classes))
+
+    def build(self) -> nn.Module:
+        """The whole model: one network, or an Ensemble of `members`."""
+        return ensemble([self.member() for _ in range(self.members)])
+
+    def problem(self) -> str | None:
+        """What is wrong with a config read from a checkpoint (types and ranges), or None."""
+        if not isinstance(self.model, str) or self.model not in MODELS:
+            return f"model {self.model!r} is not one of {', '.join(MODELS)}"
+        if not (isinstance(self.widths, list) and 1 <= len(self.widths) <= 5
+                and all(whole(w, 1, 2048) for w in self.widths)):
+            return "widths must be a list of 1 to 5 channel counts, each 1 to 2048"
+        if not names(self.classes, 2, 1000):
+            return "classes must be a list of 2 to 1000 names"
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if not (isinstance(values, list) and len(values) == 3
+                    and all(isinstance(v, float) and math.isfinite(v) and (key == "mean" or v > 0) for v in values)):
+                return f"{key} must be 3 finite numbers" + (" above 0" if key == "std" else "")
+        if self.tta not in (0, 1, 2) or not whole(self.members, 1, 16):
+            return "tta must be 0, 1 or 2, and members 1 to 16"
+        return None
 
 
-def build_network(config: dict) -> nn.Module:
-    """The model named by `config['model']` with `config['widths']` and `config['num_classes']`."""
-    name = config.get("model")
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose {', '.join(MODELS)}")
-    return MODELS[name](widths=tuple(config["widths"]), num_classes=config.get("num_classes", 10))
-
-
-def config_problem(config: dict) -> str | None:
-    """What is wrong with a checkpoint's config (types and ranges), or None."""
-    if config["model"] not in MODELS:
-        return f"model {config['model']!r} is not one of {', '.join(MODELS)}"
-    widths = config["widths"]
-    if not (isinstance(widths, list) and 1 <= len(widths) <= 5 and all(whole(w, 1, 2048) for w in widths)):
-        return "widths must be a list of 1 to 5 channel counts, each 1 to 2048"
-    if not names(config["classes"], 2, 1000):
-        return "classes must be a list of 2 to 1000 names"
-    for key in ("mean", "std"):
-        values = config[key]
-        if not (isinstance(values, list) and len(values) == 3
-                and all(isinstance(v, float) and math.isfinite(v) and (key == "mean" or v > 0) for v in values)):
-            return f"{key} must be 3 finite numbers" + (" above 0" if key == "std" else "")
-    if config["tta"] not in (0, 1, 2) or not whole(config.get("members", 1), 1, 16):
-        return "tta must be 0, 1 or 2, and members 1 to 16"
-    return None
-
-
-def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, ModelConfig]:
     """The model and config stored in a hw3 checkpoint, ready for inference on `device`."""
-    model, config = checkpoint.load_model(
-        path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS, check=config_problem,
-        build=lambda config: build_model({**config, "num_classes": len(config["classes"])}))
+    model, config = checkpoint.load_model(path, kind=CHECKPOINT_KIND, config_type=ModelConfig)
     return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 

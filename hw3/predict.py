@@ -61,21 +61,21 @@ def main() -> None:
     model, config = load_model(args.checkpoint, device)
     read, unreadable = read_each(args.images, read_input, "images")  # each unreadable one said, the rest predicted
     args.images, images = [path for path, _ in read], torch.stack([image for _, image in read]).to(device)
-    batch = normalize(images, config["mean"], config["std"]).contiguous(memory_format=torch.channels_last)
+    batch = normalize(images, config.mean, config.std).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        probabilities = predict_logits(model, batch, config["tta"]).float().softmax(dim=1)
+        probabilities = predict_logits(model, batch, config.tta).float().softmax(dim=1)
     top = probabilities.topk(min(args.top, probabilities.shape[1]), dim=1)
     for path, values, indices in zip(args.images, top.values, top.indices):
-        ranked = ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
+        ranked = ", ".join(f"{config.classes[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist()))
         print(f"{path}: {ranked}")
     if args.explain_png:
         best = top.indices[:, 0]
 
         def top_class_score(x: torch.Tensor) -> torch.Tensor:  # log-probability of each image's top class
-            return predict_logits(model, x, config["tta"]).float().log_softmax(dim=1).gather(1, best[:, None])[:, 0]
+            return predict_logits(model, x, config.tta).float().log_softmax(dim=1).gather(1, best[:, None])[:, 0]
 
         attributions = integrated_gradients(top_class_score, batch)  # baseline 0: the training mean image
-        titles = [f"{path.parent.name}/{path.name}: {config['classes'][i]} {p:.2f}" for path, i, p in
+        titles = [f"{path.parent.name}/{path.name}: {config.classes[i]} {p:.2f}" for path, i, p in
                   zip(args.images, best.tolist(), top.values[:, 0].tolist())]
         plot_explanations(images, attributions, titles, args.explain_png)  # written atomically
         report_written(args.explain_png)

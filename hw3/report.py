@@ -14,20 +14,20 @@ from common.errors import UserError
 from common.metrics import classification_report, confusion_matrix
 from common.plotting import new_figure, plot_confusion_matrix, save_figure
 from common.training import predict
-from hw3.model import predict_logits
+from hw3.model import ModelConfig, predict_logits
 
 
-def evaluate_test(model: nn.Module, config: dict, test: ImageSet, *, device: torch.device,
+def evaluate_test(model: nn.Module, config: ModelConfig, test: ImageSet, *, device: torch.device,
                   precision: str, batch_size: int = 500) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Test metrics (accuracy, macro F1, per-class scores), the confusion matrix and the class
     probabilities of every test image."""
-    if test.classes != config["classes"]:
-        raise UserError(f"test classes {test.classes} differ from the checkpoint's {config['classes']}")
-    loader = CifarBatches(test, batch_size=batch_size, mean=config["mean"], std=config["std"],
+    if test.classes != config.classes:
+        raise UserError(f"test classes {test.classes} differ from the checkpoint's {config.classes}")
+    loader = CifarBatches(test, batch_size=batch_size, mean=config.mean, std=config.std,
                           train=False, device=device)
     began = time.perf_counter()
     logits, labels = predict(model, loader, device=device, precision=precision,
-                             forward=lambda x: predict_logits(model, x, config["tta"]))
+                             forward=lambda x: predict_logits(model, x, config.tta))
     seconds = time.perf_counter() - began
     cm = confusion_matrix(logits.argmax(1), labels, len(test.classes))
     report = classification_report(cm, test.classes)

@@ -32,7 +32,7 @@ from common.metrics import accuracy
 from common.seeding import seed_everything
 from common.training import (Optimization, fit, mean_throughput, member_checkpointing, member_label,
                              validation_record, write_training_record)
-from hw3.model import CHECKPOINT_KIND, AirbenchNet, build_network
+from hw3.model import CHECKPOINT_KIND, AirbenchNet, ModelConfig
 from hw3.muon import Muon
 from hw3.report import evaluate_test, write_test_results
 
@@ -166,8 +166,8 @@ def main() -> None:
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
     val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None
-    config = {"model": args.model, "widths": args.widths, "classes": train.classes, "mean": mean, "std": std,
-              "tta": args.tta, "members": args.members}
+    config = ModelConfig(model=args.model, widths=args.widths, classes=train.classes, mean=mean, std=std,
+                         tta=args.tta, members=args.members)
     members, histories = [], []
     for member in range(args.members):  # each from its own seed: initial weights and batch order
         model, history = train_member(args, member, config, train, val_loader, batches, device)
@@ -199,7 +199,7 @@ def main() -> None:
     teardown()
 
 
-def train_member(args, member: int, config: dict, train: ImageSet, val_loader: CifarBatches | None,
+def train_member(args, member: int, config: ModelConfig, train: ImageSet, val_loader: CifarBatches | None,
                  batches: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Train one network (seeded with args.seed + member) with cross-entropy, checkpointed under --out-dir;
     returns it and its history."""
@@ -207,7 +207,7 @@ def train_member(args, member: int, config: dict, train: ImageSet, val_loader: C
     seed_everything(seed)
     train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
                                 crop_padding=args.crop_padding, flip=args.flip, shard=True, **batches)
-    model = build_network({**config, "num_classes": len(train.classes)})
+    model = config.member()
     if isinstance(model, AirbenchNet):
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
                                                     batch_size=5000, train=False, **batches)))[0])

@@ -1,9 +1,10 @@
 """Encoders for text classification: a Transformer (token embeddings plus sinusoidal positions, pre-norm
 blocks of multi-head self-attention and a feed-forward layer, masked mean pooling, a linear classifier)
-and a region CNN (Johnson & Zhang's seq-CNN); the encoders joined with an n-gram bag; the checkpoint
-kind and loading."""
+and a region CNN (Johnson & Zhang's seq-CNN); the encoders joined with an n-gram bag; the config that
+rebuilds them from a checkpoint, and its loading."""
 
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +18,6 @@ from common.text import PAD, PAD_ID, UNK, UNK_ID
 from hw4.ngrams import NgramBag, keys_fit
 
 CHECKPOINT_KIND = "hw4-imdb-transformer"
-CONFIG_KEYS = ("vocab", "classes", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head")
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -190,82 +190,101 @@ COMPACT_BAG = 400_000  # n-grams the committed int8 copy keeps, those of largest
 COMPACT_CNN_ROWS = 7_500_000  # int8 entries the committed copy's CNN tables hold together (its most frequent words)
 
 
-def compact_copy(model: nn.Module, config: dict) -> tuple[nn.Module, dict]:
+def compact_copy(model: nn.Module, config: "ModelConfig") -> tuple[nn.Module, "ModelConfig"]:
     """The model and config of the committed int8 copy: the same Transformers; CNNs that know only the most
     frequent words, as many as COMPACT_CNN_ROWS entries hold; and a bag's COMPACT_BAG strongest n-grams."""
     bagged = isinstance(model, BaggedClassifier)
     encoders = model.encoders if bagged else model
-    if config.get("encoder") == "cnn":
+    if config.encoder == "cnn":
         members = members_of(encoders)
         per_word = len(members) * members[0].embed.weight.shape[1]
-        words = min(max(2, COMPACT_CNN_ROWS // per_word), len(config["vocab"]))
+        words = min(max(2, COMPACT_CNN_ROWS // per_word), len(config.vocab))
         encoders = ensemble([member.first_words(words) for member in members])
-        config = {**config, "cnn_words": words}
+        config = replace(config, cnn_words=words)
     if not bagged:
         return encoders, config
     bag = model.bag.strongest(COMPACT_BAG)
-    return BaggedClassifier(encoders, bag, model.encoder_weight), {**config, "bag_features": len(bag.keys)}
-
-
-def build_model(config: dict) -> nn.Module:
-    """The classifier described by a checkpoint config (vocabulary, sizes, maximum length), an Ensemble
-    of `config['members']` of them, joined with an n-gram bag if the config has one (`bag_order` > 0)."""
-    encoders = ensemble([build_classifier(config) for _ in range(config.get("members", 1))])
-    if not config.get("bag_order", 0):
-        return encoders
-    return BaggedClassifier(encoders, NgramBag.empty(config["bag_features"], order=config["bag_order"],
-                                                     vocab_size=len(config["vocab"])), config["encoder_weight"])
-
-
-def build_classifier(config: dict) -> nn.Module:
-    """One encoder of the kind (`encoder`, a Transformer if absent), vocabulary and sizes of `config`."""
-    if config.get("encoder") == "cnn":
-        return RegionCNN(config.get("cnn_words", len(config["vocab"])), width=config["width"], region=config["region"],
-                         dropout=config["dropout"], num_classes=len(config["classes"]))
-    return TransformerClassifier(len(config["vocab"]), dim=config["dim"], layers=config["layers"],
-                                 heads=config["heads"], ff_mult=config["ff_mult"], dropout=config["dropout"],
-                                 max_len=config["max_len"], num_classes=len(config["classes"]))
+    return BaggedClassifier(encoders, bag, model.encoder_weight), replace(config, bag_features=len(bag.keys))
 
 
 MAX_PARAMETERS = 200_000_000  # a checkpoint asking for more (800 MB of fp32) is refused before allocating
 MAX_BAG_FEATURES = 50_000_000  # n-grams (800 MB as the bag holds them)
 
 
-def config_problem(config: dict) -> str | None:
-    """What is wrong with a checkpoint's config (types, ranges, the parameter count it implies), or None."""
-    if not names(config["vocab"], 2, 1_000_000) or config["vocab"][:2] != [PAD, UNK]:
-        return f"vocab must be a list of 2 to 1,000,000 words starting with {PAD}, {UNK}"
-    if not names(config["classes"], 2, 2):
-        return "classes must be a list of 2 names"
-    cnn = config.get("encoder") == "cnn"
-    if config.get("encoder") not in (None, "transformer", "cnn"):
-        return "encoder must be transformer or cnn"
-    if cnn and not (whole(config.get("width"), 1, 8192) and whole(config.get("region"), 1, 16)
-                    and whole(config.get("cnn_words", len(config["vocab"])), 2, len(config["vocab"]))):
-        return "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
-    dim, heads, layers, ff_mult = config["dim"], config["heads"], config["layers"], config["ff_mult"]
-    if not (whole(dim, 1, 4096) and whole(heads, 1, dim) and dim % heads == 0 and whole(layers, 1, 64)
-            and whole(ff_mult, 1, 16) and whole(config.get("members", 1), 1, 16)):
-        return "dim 1-4096, heads dividing it, layers 1-64, ff_mult 1-16 and members 1-16 are required"
-    if not (whole(config["max_len"], 1, 65536) and whole(config["head"], 0, config["max_len"])
-            and isinstance(config["dropout"], float) and 0 <= config["dropout"] < 1):
-        return "max_len 1-65536, head 0-max_len and dropout in [0, 1) are required"
-    order, weight = config.get("bag_order", 0), config.get("encoder_weight", 1.0)
-    if not (whole(order, 0, 3) and whole(config.get("bag_features", 0), 0, MAX_BAG_FEATURES)
-            and isinstance(weight, float) and 0 <= weight <= 10):
-        return f"bag_order 0-3, bag_features 0-{MAX_BAG_FEATURES:,} and encoder_weight in [0, 10] are required"
-    if not keys_fit(order, len(config["vocab"])):
-        return f"1-{order}-grams of {len(config['vocab']):,} words do not fit the bag's 47-bit keys"
-    per_member = (len(config["vocab"]) * config["region"] * config["width"] if cnn
-                  else len(config["vocab"]) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
-    parameters = config.get("members", 1) * per_member
-    if parameters > MAX_PARAMETERS:
-        return f"it implies {parameters:,} parameters, over the {MAX_PARAMETERS:,} a hw4 model may have"
-    return None
+@dataclass(frozen=True)
+class ModelConfig:
+    """What rebuilds a trained hw4 model and reads reviews as in training; a checkpoint holds it as a dict."""
+
+    vocab: list[str]  # the words, by token id (PAD and UNK first)
+    classes: list[str]  # neg, pos
+    dim: int  # Transformer: model width
+    layers: int  # Transformer blocks
+    heads: int  # attention heads per block
+    ff_mult: int  # feed-forward width / model width
+    dropout: float
+    max_len: int  # tokens read per review
+    head: int  # of those, how many from the start of a long review (the rest from its end)
+    encoder: str = "transformer"  # or "cnn"
+    width: int | None = None  # CNN: features per region
+    region: int | None = None  # CNN: words per region
+    cnn_words: int | None = None  # CNN: the words its tables know, the most frequent (None: all of vocab)
+    members: int = 1  # encoders whose probabilities are averaged
+    bag_order: int = 0  # the n-gram bag's longest n-grams (0: no bag)
+    bag_features: int = 0  # the n-grams it holds
+    encoder_weight: float = 1.0  # of the encoders' log-odds beside the bag's
+
+    def member(self) -> nn.Module:
+        """One freshly initialised encoder."""
+        if self.encoder == "cnn":
+            return RegionCNN(self.cnn_words or len(self.vocab), width=self.width, region=self.region,
+                             dropout=self.dropout, num_classes=len(self.classes))
+        return TransformerClassifier(len(self.vocab), dim=self.dim, layers=self.layers, heads=self.heads,
+                                     ff_mult=self.ff_mult, dropout=self.dropout, max_len=self.max_len,
+                                     num_classes=len(self.classes))
+
+    def build(self) -> nn.Module:
+        """The whole model: one encoder or an Ensemble of `members`, beside an n-gram bag if `bag_order` > 0."""
+        encoders = ensemble([self.member() for _ in range(self.members)])
+        if not self.bag_order:
+            return encoders
+        bag = NgramBag.empty(self.bag_features, order=self.bag_order, vocab_size=len(self.vocab))
+        return BaggedClassifier(encoders, bag, self.encoder_weight)
+
+    def problem(self) -> str | None:
+        """What is wrong with a config read from a checkpoint (types, ranges, the parameter count it implies),
+        or None."""
+        if not names(self.vocab, 2, 1_000_000) or self.vocab[:2] != [PAD, UNK]:
+            return f"vocab must be a list of 2 to 1,000,000 words starting with {PAD}, {UNK}"
+        if not names(self.classes, 2, 2):
+            return "classes must be a list of 2 names"
+        cnn = self.encoder == "cnn"
+        if self.encoder not in ("transformer", "cnn"):
+            return "encoder must be transformer or cnn"
+        words = len(self.vocab) if self.cnn_words is None else self.cnn_words
+        if cnn and not (whole(self.width, 1, 8192) and whole(self.region, 1, 16) and whole(words, 2, len(self.vocab))):
+            return "a cnn needs width 1-8192, region 1-16 and cnn_words 2-len(vocab)"
+        dim, heads, layers, ff_mult = self.dim, self.heads, self.layers, self.ff_mult
+        if not (whole(dim, 1, 4096) and whole(heads, 1, dim) and dim % heads == 0 and whole(layers, 1, 64)
+                and whole(ff_mult, 1, 16) and whole(self.members, 1, 16)):
+            return "dim 1-4096, heads dividing it, layers 1-64, ff_mult 1-16 and members 1-16 are required"
+        if not (whole(self.max_len, 1, 65536) and whole(self.head, 0, self.max_len)
+                and isinstance(self.dropout, float) and 0 <= self.dropout < 1):
+            return "max_len 1-65536, head 0-max_len and dropout in [0, 1) are required"
+        order, weight = self.bag_order, self.encoder_weight
+        if not (whole(order, 0, 3) and whole(self.bag_features, 0, MAX_BAG_FEATURES)
+                and isinstance(weight, float) and 0 <= weight <= 10):
+            return f"bag_order 0-3, bag_features 0-{MAX_BAG_FEATURES:,} and encoder_weight in [0, 10] are required"
+        if not keys_fit(order, len(self.vocab)):
+            return f"1-{order}-grams of {len(self.vocab):,} words do not fit the bag's 47-bit keys"
+        per_member = (len(self.vocab) * self.region * self.width if cnn
+                      else len(self.vocab) * dim + layers * (4 + 2 * ff_mult) * dim * dim)
+        parameters = self.members * per_member
+        if parameters > MAX_PARAMETERS:
+            return f"it implies {parameters:,} parameters, over the {MAX_PARAMETERS:,} a hw4 model may have"
+        return None
 
 
-def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, ModelConfig]:
     """The model and config stored in a hw4 checkpoint, ready for inference on `device`."""
-    model, config = checkpoint.load_model(path, kind=CHECKPOINT_KIND, config_keys=CONFIG_KEYS,
-                                          check=config_problem, build=build_model)
+    model, config = checkpoint.load_model(path, kind=CHECKPOINT_KIND, config_type=ModelConfig)
     return model.to(device).eval(), config

@@ -43,8 +43,8 @@ def main() -> None:
     inputs = [(f'"{excerpt(text)}"', text) for text in args.texts]  # (how each is shown, its text)
     files, unreadable = read_each(args.file, read_review_file, "review files", others=len(inputs))  # each said
     inputs += [(str(path), text) for path, text in files]
-    vocab = Vocab(config["vocab"])
-    readings = [read_review(text, vocab, config["max_len"], config["head"]) for _, text in inputs]
+    vocab = Vocab(config.vocab)
+    readings = [read_review(text, vocab, config.max_len, config.head) for _, text in inputs]
     for (name, text), reading in zip(inputs, readings):
         if not text.strip():
             print(f"warning: {name} holds no words; its score is the model's lean on an empty review",
@@ -59,22 +59,22 @@ def main() -> None:
     top = probabilities.topk(min(args.top, probabilities.shape[1]), dim=1)
     for (name, _), values, indices in zip(inputs, top.values, top.indices):
         ranked = zip(values.tolist(), indices.tolist())
-        print(f"{name}: " + ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in ranked))
+        print(f"{name}: " + ", ".join(f"{config.classes[i]} {p:.3f}" for p, i in ranked))
     if args.explain or args.explain_png:
         scores = [word_attributions(model, r.ids, target=1) for r in readings]  # toward classes[1], positive
         labels = top.indices[:, 0].tolist()
-        titles = [f"{config['classes'][label]} {p[label]:.3f}" for p, label in zip(probabilities, labels)]
+        titles = [f"{config.classes[label]} {p[label]:.3f}" for p, label in zip(probabilities, labels)]
     if args.explain:
         show = as_ansi if sys.stdout.isatty() else as_markers
         for title, reading, score in zip(titles, readings, scores):
-            print(f"\n{title}  (the words' push toward {config['classes'][1]}: {float(score.sum()):+.2f} log-odds)\n"
+            print(f"\n{title}  (the words' push toward {config.classes[1]}: {float(score.sum()):+.2f} log-odds)\n"
                   f"{show(reading, score)}")
             pushes = ngram_pushes(model, reading, vocab)
             if pushes:
                 print(f"n-grams, {sum(p for _, p in pushes):+.2f} log-odds from {len(pushes)}: "
                       + ", ".join(f'"{gram}" {push:+.2f}' for gram, push in pushes[:8]))
     if args.explain_png:
-        negative, positive_class = config["classes"]
+        negative, positive_class = config.classes
         plot_words(readings, scores, [f"{t}  {name}" for t, (name, _) in zip(titles, inputs)],
                    f"integrated gradients: green pushed toward {positive_class}, red toward {negative}; "
                    "the darker, the larger against the review's strongest word", args.explain_png)

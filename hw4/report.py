@@ -18,21 +18,21 @@ from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import predict
 from hw4.explain import Reading, marked_words, ngram_pushes, read_review, word_attributions
-from hw4.model import BaggedClassifier
+from hw4.model import BaggedClassifier, ModelConfig
 
 
-def evaluate_test(model: nn.Module, config: dict, test: Reviews, *, device: torch.device,
+def evaluate_test(model: nn.Module, config: ModelConfig, test: Reviews, *, device: torch.device,
                   precision: str, quiet: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Test metrics (accuracy, macro F1, and each class's precision, recall and F1), the confusion
     matrix and the class probabilities (in `test`'s order), for reviews tokenized and truncated as in
     training."""
-    ids = Vocab(config["vocab"]).encode_corpus(tokenize_corpus(test.texts, quiet=quiet))
+    ids = Vocab(config.vocab).encode_corpus(tokenize_corpus(test.texts, quiet=quiet))
     began = time.perf_counter()
-    loader = TextBatches(ids, test.labels, batch_size=256, max_len=config["max_len"], head=config["head"],
+    loader = TextBatches(ids, test.labels, batch_size=256, max_len=config.max_len, head=config.head,
                          train=False, offsets=model.bag(ids).cpu() if isinstance(model, BaggedClassifier) else None)
     logits, labels = predict(model, loader, device=device, precision=precision)
-    cm = confusion_matrix(logits.argmax(1), labels, len(config["classes"]))
-    report = classification_report(cm, config["classes"])
+    cm = confusion_matrix(logits.argmax(1), labels, len(config.classes))
+    report = classification_report(cm, config.classes)
     report.update(test_reviews=len(test), test_seconds=time.perf_counter() - began)
     probabilities = torch.empty_like(logits)
     probabilities[torch.from_numpy(np.concatenate(loader.batches()))] = logits.softmax(dim=1)  # loader: by length
@@ -61,18 +61,18 @@ def write_test_results(report: dict, cm: torch.Tensor, out_dir: Path, extra: dic
         write_text(out_dir / "mistakes.md", mistakes)
 
 
-def mistakes_report(model: nn.Module, config: dict, test: Reviews, probabilities: torch.Tensor, *,
+def mistakes_report(model: nn.Module, config: ModelConfig, test: Reviews, probabilities: torch.Tensor, *,
                     per_kind: int = 5, context: int = 10) -> str:
     """mistakes.md: how often long (cut) reviews are missed, then the `per_kind` most confident mistakes
     of each kind, each with the words that pushed it to the wrong class (integrated gradients) and
     excerpts around the strongest of them."""
-    classes, vocab, limit = config["classes"], Vocab(config["vocab"]), config["max_len"]
+    classes, vocab, limit = config.classes, Vocab(config.vocab), config.max_len
     confidence, predicted = probabilities.max(dim=1)
     wrong = predicted != test.labels
     long = torch.from_numpy(np.diff(tokenize_corpus(test.texts, quiet=True).offsets) > limit)
     lines = ["# hw4: the most confident test mistakes", "",
              f"{int(wrong.sum())} of {len(test)} test reviews are misclassified. Reviews over {limit} tokens "
-             f"are read as their first {config['head']} and last {limit - config['head']}: they are "
+             f"are read as their first {config.head} and last {limit - config.head}: they are "
              f"{100 * long.float().mean():.1f}% of the test reviews and {_error_rate(wrong, long)} of them are "
              f"missed, against {_error_rate(wrong, ~long)} of the rest.", "",
              "Each excerpt is the review as the encoders read it (lowercased tokens). **Bold** words pushed it "
@@ -84,7 +84,7 @@ def mistakes_report(model: nn.Module, config: dict, test: Reviews, probabilities
         chosen = (wrong & (test.labels == true)).nonzero().ravel()
         chosen = chosen[confidence[chosen].argsort(descending=True)][:per_kind]
         for index in chosen.tolist():
-            reading = read_review(test.texts[index], vocab, limit, config["head"])
+            reading = read_review(test.texts[index], vocab, limit, config.head)
             guess = int(predicted[index])
             scores = word_attributions(model, reading.ids, target=guess)
             drivers = scores.argsort(descending=True)[:6].tolist()

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
@@ -37,7 +37,7 @@ from common.text import Vocab, tokenize_corpus
 from common.text_batches import TextBatches
 from common.training import (Optimization, fit, mean_throughput, member_checkpointing, member_label, predict,
                              validation_record, warmup_linear_decay, write_training_record)
-from hw4.model import CHECKPOINT_KIND, BaggedClassifier, build_classifier, compact_copy
+from hw4.model import CHECKPOINT_KIND, BaggedClassifier, ModelConfig, compact_copy
 from hw4.ngrams import NgramBag, fit_ngram_bag
 from hw4.report import evaluate_test, mistakes_report, print_test_summary, write_test_results
 
@@ -84,8 +84,6 @@ class Recipe:
 RECIPES = {"cnn": Recipe(),
            "transformer": Recipe(encoder="transformer", epochs=2, batch_size=32, lr=1e-3, max_len=512, head=128,
                                  dropout=0.2)}
-MODEL_KEYS = ("encoder", "width", "region", "dim", "layers", "heads", "ff_mult", "dropout", "max_len", "head",
-              "bag_order")
 # Tried on validation as the weight of the encoders' part of the log-odds.
 ENCODER_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
@@ -147,8 +145,10 @@ def main() -> None:
                            offsets=bag(texts).cpu() if offsets else None)
     val_loader = batches(val_idx, False) if len(val_idx) else None
 
-    config = {"vocab": vocab.words, "classes": CLASSES, "members": args.members, "encoder_weight": 1.0,
-              "bag_features": 0 if bag is None else len(bag.keys), **{k: getattr(args, k) for k in MODEL_KEYS}}
+    config = ModelConfig(vocab=vocab.words, classes=CLASSES, dim=args.dim, layers=args.layers, heads=args.heads,
+                         ff_mult=args.ff_mult, dropout=args.dropout, max_len=args.max_len, head=args.head,
+                         encoder=args.encoder, width=args.width, region=args.region, members=args.members,
+                         bag_order=args.bag_order, bag_features=0 if bag is None else len(bag.keys))
     members, histories = [], []
     for member in range(args.members):  # each from its own seed: initial weights, order, dropout
         model, member_history = train_member(args, member, config, batches(train_idx, True, args.seed + member),
@@ -162,7 +162,8 @@ def main() -> None:
         if val_loader is not None:
             weights = encoder_weight_accuracies(model, batches(val_idx, False, offsets=True), device=device,
                                                 precision=args.precision)
-            config["encoder_weight"] = model.encoder_weight = max(ENCODER_WEIGHTS, key=lambda w: (weights[w], -w))
+            model.encoder_weight = max(ENCODER_WEIGHTS, key=lambda w: (weights[w], -w))
+            config = replace(config, encoder_weight=model.encoder_weight)
             validation = {**validation, "final_val_acc": weights[model.encoder_weight], "encoders_val_acc":
                           validation["final_val_acc"], "encoder_weight_val_acc": weights}
     if is_main():  # one process tests once and writes the results, all together at the end
@@ -218,12 +219,12 @@ def encoder_weight_accuracies(model: BaggedClassifier, loader: TextBatches, *, d
     return accuracy
 
 
-def train_member(args, member: int, config: dict, train_loader: TextBatches, val_loader: TextBatches | None,
+def train_member(args, member: int, config: ModelConfig, train_loader: TextBatches, val_loader: TextBatches | None,
                  device: torch.device) -> tuple[nn.Module, dict]:
     """Train one encoder (seeded with args.seed + member) with cross-entropy, checkpointed under --out-dir;
     returns it and its history."""
     seed_everything(args.seed + member)
-    model = build_classifier(config).to(device)
+    model = config.member().to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},

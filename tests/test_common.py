@@ -1,5 +1,6 @@
 """The `common` package: data location, errors, seeding, devices, atomic files, checkpoints, metrics, plots."""
 
+import dataclasses
 import json
 import os
 import random
@@ -371,28 +372,45 @@ def test_a_compact_checkpoint_keeps_each_weight_s_dtype_and_integer_tensors_exac
     assert str(err.value) == f"{tmp_path / 'bad.pt'}: compact weights of weight are malformed"
 
 
-def test_load_model_checks_the_config_before_building_and_loads_the_weights(tmp_path):
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    """A model config as the homeworks write theirs: a linear layer, refused above 9 inputs."""
+
+    inputs: int
+    outputs: int = 2
+    built = []  # the configs `build` was called on (a class attribute, not a field)
+
+    def problem(self) -> str | None:
+        return None if self.inputs < 10 else "inputs too many"
+
+    def build(self) -> nn.Module:
+        ToyConfig.built.append(self)
+        return nn.Linear(self.inputs, self.outputs)
+
+
+def test_load_model_rebuilds_the_config_checks_it_before_building_and_loads_the_weights(tmp_path, monkeypatch):
     from common.checkpoint import load_model
-    source = nn.Linear(3, 2)
-    save_checkpoint(tmp_path / "m.pt", kind="toy", model=source, config={"inputs": 3, "outputs": 2})
-    built = []
-
-    def build(config: dict) -> nn.Module:
-        built.append(config)
-        return nn.Linear(config["inputs"], config["outputs"])
-
-    def check(config: dict) -> str | None:
-        return None if config["inputs"] < 10 else "inputs too many"
-    model, config = load_model(tmp_path / "m.pt", kind="toy", config_keys=("inputs",), check=check, build=build)
-    assert torch.equal(model.weight, source.weight) and config == built[0] == {"inputs": 3, "outputs": 2}
+    monkeypatch.setattr(ToyConfig, "built", [])
+    source = nn.Linear(3, 4)
+    save_checkpoint(tmp_path / "m.pt", kind="toy", model=source, config=ToyConfig(3, 4))
+    assert load_checkpoint(tmp_path / "m.pt", kind="toy")["config"] == {"inputs": 3, "outputs": 4}  # as a dict
+    model, config = load_model(tmp_path / "m.pt", kind="toy", config_type=ToyConfig)
+    assert torch.equal(model.weight, source.weight) and config == ToyConfig.built[0] == ToyConfig(3, 4)
+    save_checkpoint(tmp_path / "old.pt", kind="toy", model=nn.Linear(3, 2), config={"inputs": 3, "gone": 1})
+    assert load_model(tmp_path / "old.pt", kind="toy", config_type=ToyConfig)[1] == ToyConfig(3, 2)  # unknown key left
+    save_checkpoint(tmp_path / "none.pt", kind="toy", model=source, config={"outputs": 4})
     with pytest.raises(UserError) as err:
-        load_model(tmp_path / "m.pt", kind="toy", config_keys=("inputs", "depth", "width"), check=check, build=build)
-    assert str(err.value) == f"{tmp_path / 'm.pt'}: checkpoint config lacks depth, width"
-    save_checkpoint(tmp_path / "big.pt", kind="toy", model=source, config={"inputs": 99, "outputs": 2})
+        load_model(tmp_path / "none.pt", kind="toy", config_type=ToyConfig)
+    assert str(err.value) == f"{tmp_path / 'none.pt'}: checkpoint config lacks inputs"  # outputs has a default
+    save_checkpoint(tmp_path / "big.pt", kind="toy", model=source, config={"inputs": 99, "outputs": 4})
     with pytest.raises(UserError) as err:
-        load_model(tmp_path / "big.pt", kind="toy", config_keys=("inputs",), check=check, build=build)
+        load_model(tmp_path / "big.pt", kind="toy", config_type=ToyConfig)
     assert str(err.value) == f"{tmp_path / 'big.pt'}: checkpoint config refused: inputs too many"
-    assert len(built) == 1  # a refused config builds nothing
+    torch.save({"format": "cse849-checkpoint", "kind": "toy", "model": {}, "config": [3]}, tmp_path / "list.pt")
+    with pytest.raises(UserError) as err:
+        load_model(tmp_path / "list.pt", kind="toy", config_type=ToyConfig)
+    assert str(err.value) == f"{tmp_path / 'list.pt'}: checkpoint config is not a dict"
+    assert len(ToyConfig.built) == 2  # a refused config builds nothing
 
 
 def test_config_checks_accept_exactly_their_bounds():
@@ -417,9 +435,9 @@ def test_a_missing_checkpoint_says_which_command_makes_it_and_offers_the_int8_co
 
 def test_weights_that_do_not_fit_are_named_in_one_short_line(tmp_path, monkeypatch):
     from common.checkpoint import load_model
-    save_checkpoint(tmp_path / "m.pt", kind="toy", model=nn.Linear(3, 2).state_dict(), config={})  # a state dict
-    with pytest.raises(UserError) as err:
-        load_model(tmp_path / "m.pt", kind="toy", config_keys=(), check=lambda c: None, build=lambda c: nn.Linear(4, 2))
+    save_checkpoint(tmp_path / "m.pt", kind="toy", model=nn.Linear(3, 2).state_dict(), config={"inputs": 4})
+    with pytest.raises(UserError) as err:  # a state dict saved; a Linear(4, 2) built
+        load_model(tmp_path / "m.pt", kind="toy", config_type=ToyConfig)
     assert str(err.value).startswith(f"{tmp_path / 'm.pt'}: weights do not fit the model (")
     model = nn.Linear(2, 2)
     monkeypatch.setattr(model, "load_state_dict", lambda state: (_ for _ in ()).throw(

@@ -105,7 +105,8 @@ def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_counted(device):
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 60)  # the scaled loss overflows fp16
     data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
     result = common.training.run_epoch(model, data, nn.CrossEntropyLoss(), device=device, precision="fp16",
-                                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scaler=scaler)
+                                       scaler=scaler,
+                                       optimization=Optimization(torch.optim.SGD(model.parameters(), lr=0.1)))
     assert result["skipped_steps"] == 1 and scaler.get_scale() == 2.0 ** 59
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the step was not taken
 

@@ -16,7 +16,7 @@ import common.text_batches as text_batches
 from common.cifar import CifarBatches, ImageSet
 from common.errors import UserError
 from common.text_batches import TextBatches
-from common.training import run_epoch
+from common.training import Optimization, run_epoch
 from tests.conftest import run_subprocess
 
 CPU = torch.device("cpu")
@@ -89,7 +89,7 @@ def problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
-    result = run_epoch(model, [(x, y)], nn.functional.cross_entropy, device=CPU, optimizer=optimizer)
+    result = run_epoch(model, [(x, y)], nn.functional.cross_entropy, device=CPU, optimization=Optimization(optimizer))
     return result["loss"]
 
 

@@ -18,17 +18,23 @@ from common.ensemble import Ensemble
 from common.errors import DataNotFoundError, UserError
 import hw3.model
 import hw3.predict
-from hw3.model import MODELS, build_model, load_model, predict_logits
+from hw3.model import MODELS, ModelConfig, load_model, predict_logits
 from hw3.muon import Muon, orthogonalize
 import hw3.report
 from hw3.report import evaluate_test, plot_mistakes, write_test_results
 from hw3.train import make_optimizer
 from common.checkpoint import save_checkpoint
-from hw3.model import CHECKPOINT_KIND, build_network
+from hw3.model import CHECKPOINT_KIND
 from tests.conftest import (CIFAR_CLASSES, assert_drawn, assert_help, capture_figures, check_ensemble_run,
                             check_resume_after_interruption, cifar_images, colour_bars, full_batch_losses,
                             no_network, run_main, run_script)
 
+
+
+def model_config(model: str = "cnn", widths: tuple = (8, 16, 16), classes: str = "abc", **more) -> ModelConfig:
+    """A ModelConfig for one class a letter of `classes`, with no test-time views unless `more` says otherwise."""
+    return ModelConfig(**{"model": model, "widths": list(widths), "classes": list(classes), "mean": [0.5] * 3,
+                          "std": [0.25] * 3, "tta": 0, **more})
 
 # --- data ------------------------------------------------------------------------------------
 def test_imagefolder_loads_as_uint8_with_sorted_class_names(cifar_jpeg_dir):
@@ -145,7 +151,7 @@ def test_batches_are_normalised_channels_last_and_reshuffled_each_epoch(cifar_jp
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_models_give_one_logit_per_class_and_learn(name):
     torch.manual_seed(0)
-    model = build_model({"model": name, "widths": [8, 16, 16], "num_classes": 3})
+    model = model_config(name).build()
     images = torch.randn(24, 3, 32, 32)
     labels = torch.arange(24) % 3
     images += labels.view(-1, 1, 1, 1).float()  # a learnable signal
@@ -159,7 +165,7 @@ def test_models_give_one_logit_per_class_and_learn(name):
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_airbench_muon_recipe_lowers_the_loss(precision):
     torch.manual_seed(0)
-    model = build_model({"model": "airbench", "widths": [8, 16, 16], "num_classes": 3})
+    model = model_config("airbench").build()
     images = torch.randn(48, 3, 32, 32)
     labels = torch.arange(48) % 3
     images += labels.view(-1, 1, 1, 1).float()
@@ -179,7 +185,7 @@ def test_each_member_trains_on_label_smoothed_cross_entropy_and_keeps_its_own_tr
     args = SimpleNamespace(seed=4, batch_size=16, crop_padding=2, flip="random", optimizer="adamw", epochs=3, lr=0.01,
                            weight_decay=0.0, precision="bf16", label_smoothing=0.2, out_dir=tmp_path, members=3,
                            resume=True, quiet=False)
-    config = {"model": "cnn", "widths": [4, 4, 4], "classes": ["a", "b"], "mean": [0.5] * 3, "std": [0.25] * 3}
+    config = model_config("cnn", (4, 4, 4), classes="ab")
     train = ImageSet(torch.zeros(32, 3, 32, 32, dtype=torch.uint8), torch.arange(32) % 2, ["a", "b"])
     batches = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"))
     model, history = hw3.train.train_member(args, 1, config, train, None, batches, torch.device("cpu"))
@@ -199,7 +205,7 @@ def test_each_member_trains_on_label_smoothed_cross_entropy_and_keeps_its_own_tr
 
 def test_the_cnn_with_muon_steps_its_filters_by_muon_and_the_rest_by_adamw_and_learns():
     torch.manual_seed(0)
-    model = build_model({"model": "cnn", "widths": [8, 16, 16], "num_classes": 3})
+    model = model_config("cnn").build()
     images = torch.randn(48, 3, 32, 32)
     labels = torch.arange(48) % 3
     images += labels.view(-1, 1, 1, 1).float()
@@ -220,7 +226,7 @@ def test_the_cnn_with_muon_steps_its_filters_by_muon_and_the_rest_by_adamw_and_l
 
 
 def test_airbench_whitening_decorrelates_patches():
-    model = build_model({"model": "airbench", "widths": [8, 8, 8]})
+    model = model_config("airbench", (8, 8, 8)).build()
     images = torch.randn(64, 3, 32, 32).cumsum(-1)  # strongly correlated neighbouring pixels
     model.init_whitening(images)
     responses = nn.functional.conv2d(images, model.whiten.weight[:12]).permute(1, 0, 2, 3).reshape(12, -1)
@@ -233,9 +239,8 @@ def test_evaluate_test_uses_running_statistics_even_after_training_mode():
     torch.manual_seed(0)
     classes = ["a", "b", "c"]
     test = ImageSet(torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8), torch.arange(30) % 3, classes)
-    config = {"model": "airbench", "widths": [8, 8, 8], "classes": classes, "mean": [0.5] * 3,
-              "std": [0.25] * 3, "tta": 2}
-    model = build_model({**config, "num_classes": 3})
+    config = model_config("airbench", (8, 8, 8), tta=2)
+    model = config.build()
     model.groups[0].norm1.running_mean.normal_()  # stats that differ from any test batch's
     expected, _, _ = evaluate_test(copy.deepcopy(model).eval(), config, test, device=torch.device("cpu"),
                                 precision="fp32", batch_size=10)
@@ -283,7 +288,7 @@ def test_evaluate_test_scores_every_image_once_in_batches_of_500_with_the_checkp
     test = corner_coded_set(1001, classes)
     table = torch.randn(1001, 3, generator=torch.Generator().manual_seed(2))
     model = CornerLookup(table, mean=0.1, std=0.5)
-    config = {"classes": classes, "mean": [0.1] * 3, "std": [0.5] * 3, "tta": 0}  # tta 0: no mirrored view
+    config = model_config(mean=[0.1] * 3, std=[0.5] * 3, tta=0)  # tta 0: no mirrored view
     report, cm, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="fp32")
     assert model.batches == [(500, False), (500, False), (1, False)]
     predicted = table.argmax(1)
@@ -296,14 +301,14 @@ def test_evaluate_test_scores_every_image_once_in_batches_of_500_with_the_checkp
     assert {name: s["recall"] for name, s in report["per_class"].items()} == report["per_class_accuracy"]
     assert report["test_images"] == 1001 and 0 <= report["test_seconds"] < 60
     with pytest.raises(UserError, match=r"test classes \['a', 'b', 'c'\] differ from the checkpoint's \['a', 'b'\]"):
-        evaluate_test(model, {**config, "classes": ["a", "b"]}, test, device=torch.device("cpu"), precision="fp32")
+        evaluate_test(model, model_config(classes="ab"), test, device=torch.device("cpu"), precision="fp32")
 
 
 def test_evaluate_test_uses_the_checkpoints_test_time_views_and_the_precision_asked():
     test = corner_coded_set(20, ["a", "b"])
     table = torch.randn(20, 2, generator=torch.Generator().manual_seed(2))
     model = CornerLookup(table, mean=0.0, std=1.0)
-    config = {"classes": ["a", "b"], "mean": [0.0] * 3, "std": [1.0] * 3, "tta": 1}
+    config = model_config(classes="ab", mean=[0.0] * 3, std=[1.0] * 3, tta=1)
     _, _, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="bf16")
     mirrored = 0.5 * (table + table.roll(-1, dims=0))  # tta 1: the image and its mirror, which reads i + 1
     torch.testing.assert_close(probabilities, mirrored.softmax(dim=1))
@@ -420,14 +425,13 @@ def test_airbench_parts_are_bias_free_with_a_frozen_whitening_and_shift_only_bat
     torch.testing.assert_close(model(images), model.head(features) / 9)
 
 
-def test_build_model_makes_the_members_a_config_asks_for_with_ten_classes_by_default():
-    single = build_network({"model": "cnn", "widths": [4]})
-    assert isinstance(single, hw3.model.SeedCNN) and single.classifier[-1].out_features == 10
-    assert not isinstance(build_model({"model": "cnn", "widths": [4]}), Ensemble)
-    three = build_model({"model": "airbench", "widths": [4], "members": 3, "num_classes": 2})
+def test_a_config_builds_one_network_per_member_with_one_logit_per_class():
+    single = model_config("cnn", (4,)).member()
+    assert isinstance(single, hw3.model.SeedCNN) and single.classifier[-1].out_features == 3
+    assert isinstance(model_config("cnn", (4,)).build(), hw3.model.SeedCNN)  # one member: no Ensemble around it
+    three = model_config("airbench", (4,), classes="ab", members=3).build()
     assert isinstance(three, Ensemble) and len(three.members) == 3 and three(torch.randn(1, 3, 32, 32)).shape == (1, 2)
-    with pytest.raises(UserError, match="^unknown model 'vgg'; choose cnn, airbench$"):
-        build_network({"model": "vgg", "widths": [4]})
+    assert all(isinstance(m, hw3.model.AirbenchNet) for m in three.members)
 
 
 def test_a_loaded_model_is_in_eval_mode_with_channels_last_weights(tmp_path):
@@ -448,6 +452,7 @@ def test_checkpoint_configs_are_checked_at_each_limit():
              ({"widths": [8] * 6}, widths), ({"widths": [0]}, widths), ({"widths": [2049]}, widths),
              ({"widths": (8,)}, widths), ({"widths": [8.0]}, widths),
              ({"model": "vgg"}, "model 'vgg' is not one of cnn, airbench"),
+             ({"model": ["cnn"]}, "model ['cnn'] is not one of cnn, airbench"),
              ({"classes": ["a"]}, classes), ({"classes": [f"c{i}" for i in range(1000)]}, None),
              ({"classes": [f"c{i}" for i in range(1001)]}, classes),
              ({"mean": [0.4, 0.5]}, "mean must be 3 finite numbers"), ({"mean": (0.4, 0.5, 0.6)}, "mean must be 3 finite numbers"),
@@ -459,7 +464,7 @@ def test_checkpoint_configs_are_checked_at_each_limit():
              ({"tta": 0}, None), ({"tta": 1}, None), ({"tta": 3}, tta), ({"members": 16}, None), ({"members": 1}, None),
              ({"members": 17}, tta), ({"members": 0}, tta), ({"tta": 3, "members": 2}, tta)]
     for change, problem in cases:
-        assert hw3.model.config_problem({**good, **change}) == problem, change
+        assert ModelConfig(**{**good, **change}).problem() == problem, change
 
 
 def test_test_time_views_average_the_image_its_mirror_and_two_reflected_one_pixel_shifts():
@@ -474,11 +479,6 @@ def test_test_time_views_average_the_image_its_mirror_and_two_reflected_one_pixe
     views = [images[:, :, index][:, :, :, index] for index in (up_left, down_right)]
     shifted = sum(0.5 * (model(v) + model(v.flip(-1))) for v in views) / 2
     torch.testing.assert_close(predict_logits(model, images, 2), 0.5 * mirrored + 0.5 * shifted)
-
-
-def test_unknown_model_is_a_clear_error():
-    with pytest.raises(UserError, match="unknown model 'vgg'"):
-        build_model({"model": "vgg", "widths": [8]})
 
 
 # --- scripts --------------------------------------------------------------------------------------
@@ -533,11 +533,11 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path, monkeypatc
     assert (tmp_path / "why" / "explain.png").read_bytes()[:4] == b"\x89PNG"
     assert len(colour_bars(figures["explain.png"])) == 3  # each heat map has its key
     model, config = load_model(out / "model.pt", torch.device("cpu"))  # the model's own probabilities, sorted
-    batch = normalize(torch.stack([read_image(i, max_pixels=1024) for i in images]), config["mean"], config["std"])
+    batch = normalize(torch.stack([read_image(i, max_pixels=1024) for i in images]), config.mean, config.std)
     with torch.no_grad():
-        expected = predict_logits(model, batch, config["tta"]).float().softmax(1)
+        expected = predict_logits(model, batch, config.tta).float().softmax(1)
     for image, name, line, row in zip(images, CIFAR_CLASSES, lines[:3], expected):  # brightness gives the class away
-        ranked = [(config["classes"][int(i)], f"{float(row[i]):.3f}") for i in row.argsort(descending=True)]
+        ranked = [(config.classes[int(i)], f"{float(row[i]):.3f}") for i in row.argsort(descending=True)]
         assert line == f"{image}: " + ", ".join(f"{c} {p}" for c, p in ranked) and ranked[0][0] == name
 
 
@@ -663,9 +663,9 @@ def test_muon_step_is_an_orthogonalized_update_of_the_normalized_weight():
 def tiny_checkpoint(path, tta: int) -> tuple[nn.Module, dict]:
     """A small untrained cnn saved as train.py saves it, with skewed statistics so every class differs."""
     torch.manual_seed(0)
-    config = {"model": "cnn", "widths": [4, 8, 8], "classes": list(CIFAR_CLASSES), "mean": [0.4, 0.5, 0.6],
-              "std": [0.2, 0.25, 0.3], "tta": tta, "members": 1}
-    model = build_network({**config, "num_classes": len(CIFAR_CLASSES)})
+    config = ModelConfig(model="cnn", widths=[4, 8, 8], classes=list(CIFAR_CLASSES), mean=[0.4, 0.5, 0.6],
+                         std=[0.2, 0.25, 0.3], tta=tta)
+    model = config.member()
     for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         norm.running_mean.uniform_(-0.5, 0.5)
         norm.running_var.uniform_(0.5, 2.0)
@@ -687,7 +687,7 @@ def test_predict_prints_the_top_classes_of_each_image_as_the_model_ranks_them(tm
     images = torch.stack([hw3.predict.read_input(p) for p in paths])
     assert images.shape == (2, 3, 32, 32) and torch.equal(images[0], pictures[0])
     with torch.no_grad():
-        probabilities = predict_logits(model, normalize(images, config["mean"], config["std"]), tta).softmax(1)
+        probabilities = predict_logits(model, normalize(images, config.mean, config.std), tta).softmax(1)
     top = probabilities.topk(2, dim=1)
     expected = [f"{path}: {CIFAR_CLASSES[i[0]]} {p[0]:.3f}, {CIFAR_CLASSES[i[1]]} {p[1]:.3f}"
                 for path, p, i in zip(paths, top.values.tolist(), top.indices.tolist())]
@@ -726,7 +726,7 @@ def test_predict_explains_each_image_by_the_log_probability_of_its_own_top_class
     assert status == 0, err
     (score, batch), = scored
     images = torch.stack([hw3.predict.read_input(path) for path in paths])
-    torch.testing.assert_close(batch, normalize(images, config["mean"], config["std"]))
+    torch.testing.assert_close(batch, normalize(images, config.mean, config.std))
     with torch.no_grad():
         log_p = predict_logits(model, batch, 1).log_softmax(1)  # tta 1, as the checkpoint says
     torch.testing.assert_close(score, log_p.max(dim=1).values)

@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,13 +31,24 @@ import hw4.predict
 from hw4.train import ENCODER_WEIGHTS, RECIPES, Recipe
 from common.checkpoint import save_checkpoint
 from hw4.model import (CHECKPOINT_KIND, MAX_BAG_FEATURES, BaggedClassifier, MultiHeadSelfAttention, RegionCNN,
-                       TransformerClassifier, build_model, compact_copy, config_problem, load_model,
+                       TransformerClassifier, ModelConfig, compact_copy, load_model,
                        sinusoidal_positions)
 from hw4.ngrams import NgramBag, fit_ngram_bag, keys_fit, ngram_keys, ngram_words
 from hw4.report import evaluate_test, mistakes_report
 from tests.conftest import (assert_drawn, assert_help, capture_figures, check_ensemble_run,
                             check_resume_after_interruption, full_batch_losses, no_network, run_main, run_script)
 
+
+
+
+def built(config: dict) -> nn.Module:
+    """The model a checkpoint's config dict describes."""
+    return ModelConfig(**config).build()
+
+
+def problem_of(config: dict) -> str | None:
+    """What loading refuses in a checkpoint's config dict, or None."""
+    return ModelConfig(**config).problem()
 
 # --- data ------------------------------------------------------------------------------------------
 def test_folder_loads_labelled_reviews_and_ignores_unsup_and_feat(imdb_dir):
@@ -403,11 +415,11 @@ def test_the_classifier_has_the_documented_defaults_and_sizes_from_its_config():
         TransformerClassifier(10, 8)  # sizes are keywords only
     config = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "dim": 8, "layers": 3, "heads": 2,
               "ff_mult": 3, "dropout": 0.25, "max_len": 7, "head": 2}
-    single = build_model(config)
+    single = built(config)
     assert not isinstance(single, Ensemble) and single.embed.num_embeddings == 4
     assert (single.dim, len(single.blocks), single.blocks[0].attention.heads) == (8, 3, 2)
     assert (single.blocks[0].feed_forward[0].out_features, single.drop.p, len(single.positions)) == (24, 0.25, 7)
-    pair = build_model({**config, "members": 2})
+    pair = built({**config, "members": 2})
     assert isinstance(pair, Ensemble) and len(pair.members) == 2
 
 
@@ -439,16 +451,16 @@ def test_checkpoint_configs_are_checked_at_each_limit():
              ({"dropout": 0.99}, None), ({"dropout": 1.0}, lengths), ({"dropout": -0.1}, lengths),
              ({"dropout": 0}, lengths), ({"dropout": 1.5}, lengths)]
     for change, problem in cases:
-        assert config_problem({**good, **change}) == problem, change
+        assert problem_of({**good, **change}) == problem, change
     # the parameter count: members x (vocab x dim + layers x (4 + 2 ff_mult) x dim^2), at most 200 million
     at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(163_998))], "dim": 1000, "heads": 1,
                 "ff_mult": 16}  # 164,000 x 1000 + 36 x 1000^2 = 200,000,000
-    assert config_problem(at_limit) is None
-    assert config_problem({**at_limit, "vocab": [*at_limit["vocab"], "one more"]}) == (
+    assert problem_of(at_limit) is None
+    assert problem_of({**at_limit, "vocab": [*at_limit["vocab"], "one more"]}) == (
         "it implies 200,001,000 parameters, over the 200,000,000 a hw4 model may have")
     halves = {**at_limit, "vocab": at_limit["vocab"][:64_000], "members": 2}  # 2 x (64,000,000 + 36,000,000)
-    assert config_problem(halves) is None
-    assert config_problem({**halves, "layers": 2}).startswith("it implies 272,000,000 parameters")
+    assert problem_of(halves) is None
+    assert problem_of({**halves, "layers": 2}).startswith("it implies 272,000,000 parameters")
 
 
 def test_padded_batch_gives_the_same_logits_as_each_sequence_alone():
@@ -508,16 +520,16 @@ def test_cnn_checkpoint_configs_are_checked_at_each_limit():
              ({"region": 0}, cnn), ({"region": 17}, cnn), ({"region": None}, cnn), ({"cnn_words": 2}, None),
              ({"cnn_words": 4}, None), ({"cnn_words": 1}, cnn), ({"cnn_words": 5}, cnn)]
     for change, problem in cases:
-        assert config_problem({**good, **change}) == problem, change
-    model = build_model(good)
+        assert problem_of({**good, **change}) == problem, change
+    model = built(good)
     assert isinstance(model, RegionCNN) and (model.width, model.region, model.drop.p) == (4, 2, 0.25)
-    assert model.embed.weight.shape == (4, 8) and build_model({**good, "cnn_words": 3}).embed.weight.shape == (3, 8)
+    assert model.embed.weight.shape == (4, 8) and built({**good, "cnn_words": 3}).embed.weight.shape == (3, 8)
     transformer = {key: value for key, value in good.items() if key not in ("encoder", "width", "region")}
-    assert config_problem(transformer) is None and isinstance(build_model(transformer), TransformerClassifier)
+    assert problem_of(transformer) is None and isinstance(built(transformer), TransformerClassifier)
     # the parameter count: members x vocab x region x width, at most 200 million
     at_limit = {**good, "vocab": ["<pad>", "<unk>", *map(str, range(99_998))], "width": 1000, "region": 2}
-    assert config_problem(at_limit) is None
-    assert config_problem({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
+    assert problem_of(at_limit) is None
+    assert problem_of({**at_limit, "members": 2}).startswith("it implies 400,000,000 parameters")
 
 
 def test_the_region_cnn_has_the_documented_defaults_and_starts_small():
@@ -584,8 +596,8 @@ def test_each_encoder_trains_on_label_smoothed_cross_entropy_clipped_and_keeps_i
     monkeypatch.setattr(hw4.train, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {"epoch": [1]})
     args = argparse.Namespace(seed=4, weight_decay=0.1, lr=0.01, epochs=2, warmup=0.25, label_smoothing=0.1,
                               out_dir=tmp_path, members=2, resume=True, precision="bf16", quiet=False)
-    config = {"vocab": ["<pad>", "<unk>", "a", "b"], "classes": ["neg", "pos"], "encoder": "cnn", "width": 4,
-              "region": 2, "dropout": 0.5}
+    config = ModelConfig(vocab=["<pad>", "<unk>", "a", "b"], classes=["neg", "pos"], dim=8, layers=1, heads=2,
+                         ff_mult=2, dropout=0.5, max_len=6, head=2, encoder="cnn", width=4, region=2)
     model, history = hw4.train.train_member(args, 0, config, [None] * 5, None, torch.device("cpu"))
     (trained, loss_fn, optimization, loader, val), kwargs = calls[0]
     assert trained is model and isinstance(model, RegionCNN) and history == {"epoch": [1]} and val is None
@@ -705,14 +717,20 @@ def test_encoders_beside_a_bag_add_their_weighted_log_odds_to_the_bag_s():
     assert not torch.allclose(got, both)
 
 
+def toy_config(**more) -> ModelConfig:
+    """The config of a small Transformer (or, with `more`, another model) over a vocabulary of 30 words."""
+    return ModelConfig(**{"vocab": ["<pad>", "<unk>", *map(str, range(28))], "classes": ["neg", "pos"], "dim": 8,
+                          "layers": 1, "heads": 2, "ff_mult": 2, "dropout": 0.0, "max_len": 12, "head": 2, **more})
+
+
 def test_the_committed_copy_keeps_the_bag_s_strongest_n_grams(monkeypatch):
     monkeypatch.setattr(hw4.model, "COMPACT_BAG", 5)
     bag = toy_bag(30)
     model = BaggedClassifier(TransformerClassifier(30, dim=8, layers=1, heads=2, max_len=12), bag, 0.2)
-    config = {"bag_features": len(bag.keys), "bag_order": 2, "members": 1}
+    config = toy_config(bag_order=2, bag_features=len(bag.keys))
     small, small_config = compact_copy(model, config)
     strongest = bag.weights.float().abs().sort(descending=True).values[:5]
-    assert small_config == {**config, "bag_features": 5} and len(small.bag.keys) == 5
+    assert small_config == replace(config, bag_features=5) and len(small.bag.keys) == 5
     assert sorted(small.bag.weights.float().abs().tolist()) == sorted(strongest.tolist())
     assert small.encoders is model.encoders and small.encoder_weight == 0.2 and float(small.bag.bias) == float(bag.bias)
     plain = TransformerClassifier(30, dim=8, layers=1, heads=2, max_len=12)
@@ -724,35 +742,36 @@ def test_the_committed_copy_s_cnns_share_a_budget_of_table_rows_among_the_most_f
                                                                                              words):
     monkeypatch.setattr(hw4.model, "COMPACT_CNN_ROWS", rows)
     cnns = Ensemble([RegionCNN(30, width=10, region=3) for _ in range(2)])  # 2 x 30 entries a word
-    config = {"encoder": "cnn", "vocab": [str(i) for i in range(30)], "bag_order": 2, "members": 2}
+    config = toy_config(encoder="cnn", width=10, region=3, bag_order=2, members=2)
     small, small_config = compact_copy(BaggedClassifier(cnns, toy_bag(30), 0.5), config)
-    assert small_config["cnn_words"] == words and small.encoder_weight == 0.5
+    assert small_config == replace(config, cnn_words=words, bag_features=len(small.bag.keys))
+    assert small.encoder_weight == 0.5
     for big, member in zip(cnns.members, small.encoders.members):
         assert torch.equal(member.embed.weight, big.embed.weight[:words]) and torch.equal(member.bias, big.bias)
-    alone, alone_config = compact_copy(cnns.members[0], {**config, "members": 1})  # without a bag; one CNN
-    assert isinstance(alone, RegionCNN) and alone_config["cnn_words"] == min(30, max(2, rows // 30))
+    alone, alone_config = compact_copy(cnns.members[0], replace(config, members=1))  # without a bag; one CNN
+    assert isinstance(alone, RegionCNN) and alone_config.cnn_words == min(30, max(2, rows // 30))
 
 
 def test_checkpoint_configs_with_a_bag_build_it_and_are_checked():
     config = {"vocab": ["<pad>", "<unk>"] + [f"w{i}" for i in range(28)], "classes": ["neg", "pos"], "dim": 8,
               "layers": 1, "heads": 2, "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2, "members": 2}
-    assert isinstance(build_model(config), Ensemble) and config_problem(config) is None  # no bag: as before
-    bagged = build_model({**config, "bag_order": 3, "bag_features": 7, "encoder_weight": 1.0})
+    assert isinstance(built(config), Ensemble) and problem_of(config) is None  # no bag: as before
+    bagged = built({**config, "bag_order": 3, "bag_features": 7, "encoder_weight": 1.0})
     assert isinstance(bagged, BaggedClassifier) and isinstance(bagged.encoders, Ensemble)
     assert len(bagged.bag.keys) == 7 and bagged.bag.order == 3 and bagged.bag.vocab_size == 30
-    assert config_problem({**config, "bag_order": 3, "bag_features": 0}) is None
-    assert config_problem({**config, "bag_order": 3, "bag_features": MAX_BAG_FEATURES}) is None
-    assert config_problem({**config, "bag_order": 3, "bag_features": 5, "encoder_weight": 0.0}) is None
-    assert config_problem({**config, "bag_order": 3, "bag_features": 5, "encoder_weight": 10.0}) is None
-    assert build_model({**config, "bag_order": 1, "bag_features": 0, "encoder_weight": 0.2}).encoder_weight == 0.2
+    assert problem_of({**config, "bag_order": 3, "bag_features": 0}) is None
+    assert problem_of({**config, "bag_order": 3, "bag_features": MAX_BAG_FEATURES}) is None
+    assert problem_of({**config, "bag_order": 3, "bag_features": 5, "encoder_weight": 0.0}) is None
+    assert problem_of({**config, "bag_order": 3, "bag_features": 5, "encoder_weight": 10.0}) is None
+    assert built({**config, "bag_order": 1, "bag_features": 0, "encoder_weight": 0.2}).encoder_weight == 0.2
     for bad in ({"bag_order": 4}, {"bag_order": -1}, {"bag_order": 2.0}, {"bag_order": 3, "bag_features": -1},
                 {"bag_order": 3, "bag_features": MAX_BAG_FEATURES + 1}, {"encoder_weight": -0.1},
                 {"encoder_weight": 10.5}, {"encoder_weight": 1}, {"encoder_weight": "1.0"}):
         assert "bag_order 0-3, bag_features 0-50,000,000 and encoder_weight in [0, 10] are required" == \
-            config_problem({**config, "bag_features": 5, **bad})
+            problem_of({**config, "bag_features": 5, **bad})
     big = {**config, "vocab": config["vocab"] + [f"v{i}" for i in range(52_000)], "dim": 2, "heads": 1}
-    assert config_problem({**big, "bag_order": 2, "bag_features": 1}) is None
-    assert "do not fit the bag's 47-bit keys" in config_problem({**big, "bag_order": 3, "bag_features": 1})
+    assert problem_of({**big, "bag_order": 2, "bag_features": 1}) is None
+    assert "do not fit the bag's 47-bit keys" in problem_of({**big, "bag_order": 3, "bag_features": 1})
     assert keys_fit(3, 52_000) and not keys_fit(3, 52_030) and keys_fit(2, 10_000_000)
 
 
@@ -982,8 +1001,8 @@ def test_train_writes_metrics_that_beat_chance(trained):
     assert list(weights) == [0.0, *ENCODER_WEIGHTS] and metrics["final_val_acc"] == weights[chosen]
     for name in ("model.pt", "model_int8.pt"):
         model, config = load_model(out / name, torch.device("cpu"))
-        assert isinstance(model, BaggedClassifier) and model.encoder_weight == config["encoder_weight"] == chosen
-        assert config["bag_order"] == 3 and len(model.bag.keys) == config["bag_features"] > 100
+        assert isinstance(model, BaggedClassifier) and model.encoder_weight == config.encoder_weight == chosen
+        assert config.bag_order == 3 and len(model.bag.keys) == config.bag_features > 100
     assert metrics["test_reviews"] == 20 and metrics["accuracy"] >= 0.75 and metrics["per_class"]["pos"]["f1"] > 0.7
     assert metrics["train_reviews"] == 50 and sum(map(sum, metrics["confusion_matrix"])) == 20
     report = (out / "metrics.txt").read_text()
@@ -1036,8 +1055,8 @@ def test_explain_prints_each_word_with_plain_markers_and_draws_them(trained, tmp
     assert "push toward pos: " in result.stdout
     assert_drawn(tmp_path / "words.png")
     model, config = load_model(out / "model.pt", torch.device("cpu"))  # the push printed is toward pos, classes[1]
-    vocab = Vocab(config["vocab"])
-    reading = read_review("The plot was AWFUL, and the actor", vocab, config["max_len"], config["head"])
+    vocab = Vocab(config.vocab)
+    reading = read_review("The plot was AWFUL, and the actor", vocab, config.max_len, config.head)
     toward_pos = float(word_attributions(model, reading.ids, target=1).sum())
     assert f"push toward pos: {toward_pos:+.2f} log-odds" in result.stdout and abs(toward_pos) >= 0.01
 
@@ -1049,7 +1068,7 @@ def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
     test = load_imdb(data_dir, "test", download=False)
     _, cm, probabilities = evaluate_test(model, config, test, device=torch.device("cpu"), precision="fp32",
                                          quiet=True)
-    reviews = Vocab(config["vocab"]).encode_corpus(tokenize_corpus(test.texts, quiet=True))
+    reviews = Vocab(config.vocab).encode_corpus(tokenize_corpus(test.texts, quiet=True))
     with torch.no_grad():  # one review at a time, in the order of `test`
         alone = torch.cat([model(torch.from_numpy(truncate(ids, 32, 8))[None], model.bag([ids])).softmax(-1)
                            for ids in reviews])
@@ -1067,7 +1086,7 @@ def test_mistakes_md_lists_the_most_confident_mistakes_of_each_kind(trained):
     report = mistakes_report(model, config, test, wrong, per_kind=2)
     sections = report.split("\n## ")[1:]
     assert len(sections) == 4 and "the n-grams listed pushed it there through the n-gram bag" in report
-    vocab = Vocab(config["vocab"])
+    vocab = Vocab(config.vocab)
     for section in sections:
         index = int(section.split("#")[1].split(",")[0])
         guess = 1 - int(test.labels[index])
@@ -1102,7 +1121,7 @@ def test_without_a_bag_the_encoders_are_the_model(imdb_dir, tmp_path):
     assert "encoder_weight_val_acc" not in metrics and metrics["settings"]["bag_order"] == 0
     for name in ("model.pt", "model_int8.pt"):
         model, config = load_model(out / name, torch.device("cpu"))
-        assert isinstance(model, TransformerClassifier) and config["bag_order"] == config["bag_features"] == 0
+        assert isinstance(model, TransformerClassifier) and config.bag_order == config.bag_features == 0
 
 
 @pytest.mark.script
@@ -1127,12 +1146,12 @@ def test_missing_layout_and_foreign_checkpoint_are_one_line_errors(trained, tmp_
 
 
 # --- predict.py in-process, on a tiny checkpoint ------------------------------------------------
-def tiny_checkpoint(path) -> tuple[nn.Module, dict]:
+def tiny_checkpoint(path) -> tuple[nn.Module, ModelConfig]:
     """A small untrained encoder saved as train.py saves it."""
     torch.manual_seed(0)
-    config = {"vocab": ["<pad>", "<unk>", "good", "bad", "film", "great", "awful"], "classes": ["neg", "pos"],
-              "dim": 8, "layers": 1, "heads": 2, "ff_mult": 2, "dropout": 0.0, "max_len": 6, "head": 2, "members": 1}
-    model = build_model(config).eval()
+    config = ModelConfig(vocab=["<pad>", "<unk>", "good", "bad", "film", "great", "awful"], classes=["neg", "pos"],
+                         dim=8, layers=1, heads=2, ff_mult=2, dropout=0.0, max_len=6, head=2)
+    model = config.build().eval()
     save_checkpoint(path, kind=CHECKPOINT_KIND, model=model, config=config)
     return model, config
 
@@ -1145,13 +1164,13 @@ def test_predict_prints_each_reviews_classes_and_warns_when_it_has_no_known_word
     status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, "good film", "--file", review, "zzz qqq", "",
                                 long, "--top", "2", "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
     assert status == 0, err
-    vocab = Vocab(config["vocab"])
+    vocab = Vocab(config.vocab)
     texts = ["good film", "zzz qqq", "", long, "An awful film, bad bad bad."]
     readings = [read_review(t, vocab, 6, 2) for t in texts]
     with torch.no_grad():
         probabilities = model(pad_batch([r.ids for r in readings])).softmax(1)
     names = ['"good film"', '"zzz qqq"', '""', '"' + ("good film " * 7)[:70] + '..."', str(review)]
-    expected = [f"{name}: " + ", ".join(f"{config['classes'][i]} {p:.3f}" for p, i in
+    expected = [f"{name}: " + ", ".join(f"{config.classes[i]} {p:.3f}" for p, i in
                                         zip(*[v.tolist() for v in probabilities[k].topk(2)]))
                 for k, name in enumerate(names)]
     assert out.splitlines() == expected
@@ -1170,15 +1189,15 @@ def test_predict_explains_each_review_and_names_unreadable_files(tmp_path, monke
                                 "--explain", "--explain-png", tmp_path / "why.png", "--checkpoint",
                                 tmp_path / "model.pt", "--device", "cpu")
     assert status == 2 and err.strip().splitlines()[-1] == "error: 1 of 1 review files could not be read (see above)"
-    reading = read_review("great film, good", Vocab(config["vocab"]), 6, 2)
+    reading = read_review("great film, good", Vocab(config.vocab), 6, 2)
     with torch.no_grad():
         p = model(reading.ids[None]).softmax(1)[0]
     label = int(p.argmax())
     score = word_attributions(model, reading.ids, target=1)
     assert out.splitlines()[2:4] == [
-        f"{config['classes'][label]} {p[label]:.3f}  (the words' push toward pos: {float(score.sum()):+.2f} log-odds)",
+        f"{config.classes[label]} {p[label]:.3f}  (the words' push toward pos: {float(score.sum()):+.2f} log-odds)",
         as_markers(reading, score)]
-    assert f"{config['classes'][label]} {p[label]:.3f}  \"great film, good\"" in [t.get_text() for t in figures["why.png"].texts]
+    assert f"{config.classes[label]} {p[label]:.3f}  \"great film, good\"" in [t.get_text() for t in figures["why.png"].texts]
 
 
 def test_predict_adds_the_bag_s_log_odds_and_lists_its_strongest_n_grams(tmp_path, monkeypatch, capsys):
@@ -1186,12 +1205,12 @@ def test_predict_adds_the_bag_s_log_odds_and_lists_its_strongest_n_grams(tmp_pat
     texts = [np.array(t) for t in ([5, 4, 1, 2, 4, 1, 5, 2, 4], [3, 4, 1, 6, 4, 1, 3, 6, 4], [5, 2, 4], [6, 3, 4])]
     bag = fit_ngram_bag(texts * 5, torch.tensor([1, 0, 1, 0] * 5), order=2, vocab_size=7, min_df=1)
     model = BaggedClassifier(encoder, bag, encoder_weight=0.5).eval()
-    config = {**config, "bag_order": 2, "bag_features": len(bag.keys), "encoder_weight": 0.5}
+    config = replace(config, bag_order=2, bag_features=len(bag.keys), encoder_weight=0.5)
     save_checkpoint(tmp_path / "model.pt", kind=CHECKPOINT_KIND, model=model, config=config)
     review = "great film, good film and great good film"  # 9 tokens (, and and: <unk>): the bag reads all
     status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, review, "--explain", "--top", "2",
                               "--checkpoint", tmp_path / "model.pt", "--device", "cpu")
-    vocab = Vocab(config["vocab"])
+    vocab = Vocab(config.vocab)
     reading = read_review(review, vocab, 6, 2)
     assert status == 0 and reading.dropped == 3 and len(reading.whole) == 9
     with torch.no_grad():
@@ -1228,13 +1247,13 @@ def test_predict_reads_its_default_checkpoint_from_the_repository_and_shows_the_
     status, out, err = run_main(monkeypatch, capsys, hw4.predict.main, exact, "--device", "cpu")
     assert status == 0, err
     with torch.no_grad():
-        p = model(read_review(exact, Vocab(config["vocab"]), 6, 2).ids[None]).softmax(1)[0]
-    assert out == f'"{exact}": {config["classes"][int(p.argmax())]} {float(p.max()):.3f}\n'  # one class
+        p = model(read_review(exact, Vocab(config.vocab), 6, 2).ids[None]).softmax(1)[0]
+    assert out == f'"{exact}": {config.classes[int(p.argmax())]} {float(p.max()):.3f}\n'  # one class
 
 
 def test_predict_explains_in_markers_or_colour_and_draws_with_a_legend(tmp_path, monkeypatch, capsys):
     model, config = tiny_checkpoint(tmp_path / "model.pt")
-    reading = read_review("great film, good", Vocab(config["vocab"]), 6, 2)
+    reading = read_review("great film, good", Vocab(config.vocab), 6, 2)
     score = word_attributions(model, reading.ids, target=1)
     args = ["great film, good", "--checkpoint", tmp_path / "model.pt", "--device", "cpu"]
     status, out, _ = run_main(monkeypatch, capsys, hw4.predict.main, *args, "--explain")

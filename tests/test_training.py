@@ -212,7 +212,7 @@ def test_run_epoch_clips_the_gradient_norm(precision):
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if precision == "fp16" else None
     run_epoch(model, three_batches(sizes=(8,)), nn.CrossEntropyLoss(), device=CPU, precision=precision,
-              optimizer=optimizer, grad_clip=1e-3, scaler=scaler)
+              optimization=Optimization(optimizer, grad_clip=1e-3), scaler=scaler)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)  # lr 1: the step is the clipped gradient
 
@@ -224,12 +224,12 @@ def test_run_epoch_in_fp16_counts_the_steps_its_scaler_skipped():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     overflowing = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)  # fp16 gradients overflow: both steps skipped
     result = run_epoch(model, three_batches(sizes=(4, 4)), nn.CrossEntropyLoss(), device=CPU, precision="fp16",
-                       optimizer=optimizer, scaler=overflowing)
+                       optimization=Optimization(optimizer), scaler=overflowing)
     assert result["skipped_steps"] == 2 and overflowing.get_scale() == 2.0 ** 98
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     fine = torch.amp.GradScaler("cpu", init_scale=1.0)
     result = run_epoch(model, three_batches(sizes=(4, 4)), nn.CrossEntropyLoss(), device=CPU, precision="fp16",
-                       optimizer=optimizer, scaler=fine)
+                       optimization=Optimization(optimizer), scaler=fine)
     assert result["skipped_steps"] == 0 and not torch.equal(before[0], model.weight)
 
 
@@ -245,9 +245,9 @@ def test_run_epoch_says_where_the_loss_stopped_being_finite(monkeypatch):
     model = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     with pytest.raises(TrainingDiverged, match=r"^the loss became nan or infinite at step 2 of 3 \(lr 0.5\)$"):
-        run_epoch(model, three_batches(), loss_at(2), device=CPU, optimizer=optimizer)
+        run_epoch(model, three_batches(), loss_at(2), device=CPU, optimization=Optimization(optimizer))
     with pytest.raises(TrainingDiverged, match=r"^the loss became nan or infinite at step 1 of 3 \(lr 0.5\)$"):
-        run_epoch(nn.Linear(2, 2), three_batches(), loss_at(1), device=CPU, optimizer=optimizer)
+        run_epoch(nn.Linear(2, 2), three_batches(), loss_at(1), device=CPU, optimization=Optimization(optimizer))
     with pytest.raises(TrainingDiverged, match=r"^the loss became nan or infinite in evaluation$"):
         run_epoch(model, three_batches(), loss_at(3), device=CPU)
     # under torchrun another process's non-finite loss arrives through the summed totals, even on a
@@ -256,7 +256,8 @@ def test_run_epoch_says_where_the_loss_stopped_being_finite(monkeypatch):
     for batches in (three_batches(), []):
         with pytest.raises(TrainingDiverged, match=r"^the loss became nan or infinite in another process$"):
             fresh = nn.Linear(2, 2)
-            run_epoch(fresh, batches, nn.CrossEntropyLoss(), device=CPU, optimizer=torch.optim.SGD(fresh.parameters(), lr=0.5))
+            run_epoch(fresh, batches, nn.CrossEntropyLoss(), Optimization(torch.optim.SGD(fresh.parameters(), lr=0.5)),
+                      device=CPU)
 
 
 def test_fit_records_each_epochs_lr_time_throughput_and_metrics(monkeypatch):
@@ -400,9 +401,9 @@ def test_a_step_leaves_alone_the_parameters_its_loss_did_not_use():
     torch.manual_seed(0)
     model = SometimesExtra()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    run_epoch(model, three_batches(sizes=(4,)), nn.CrossEntropyLoss(), device=CPU, optimizer=optimizer)
+    run_epoch(model, three_batches(sizes=(4,)), nn.CrossEntropyLoss(), device=CPU, optimization=Optimization(optimizer))
     moved = model.extra.detach().clone()
     assert moved.abs().sum() > 0
     model.use_extra = False  # stale gradients from the step before must not keep moving it (AdamW's momentum)
-    run_epoch(model, three_batches(sizes=(4, 4)), nn.CrossEntropyLoss(), device=CPU, optimizer=optimizer)
+    run_epoch(model, three_batches(sizes=(4, 4)), nn.CrossEntropyLoss(), Optimization(optimizer), device=CPU)
     assert torch.equal(model.extra.detach(), moved)
