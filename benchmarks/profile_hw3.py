@@ -18,13 +18,13 @@ from torch import nn
 
 from common.atomic_io import write_json
 from common.cifar import CifarBatches, channel_stats, load_cifar10, split_train_val
-from common.cli import number, report_written, run
+from common.cli import number, recipe_from, report_written, run
 from common.data_dir import resolve_data_dir
 from common.device import autocast, report_machine
 from common.metrics import confusion_matrix
 from common.plotting import plot_confusion_matrix, plot_member_histories
 from hw3.model import ModelConfig, predict_logits
-from hw3.train import RECIPES, make_optimizer, parse_args
+from hw3.train import RECIPES, Recipe, make_optimizer, parse_args
 
 
 def timed(phases: dict[str, float], name: str, began: float) -> float:
@@ -61,7 +61,7 @@ def main() -> None:
     config = ModelConfig(model=args.model, widths=args.widths, classes=train.classes, mean=mean, std=std,
                          tta=args.tta, members=args.members)
     model = config.member().to(memory_format=torch.channels_last)
-    optimizer, scheduler = make_optimizer(model, args, len(loader))
+    optimizer, scheduler = make_optimizer(model, recipe_from(vars(args), Recipe), len(loader), precision)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     step_phases: dict[str, float] = {}
     batches = iter(loader)

@@ -9,9 +9,8 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
 
@@ -85,8 +84,7 @@ def hw3_workload(name: str, tiny: bool) -> Workload:
     images = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 
     def optimizer(model: nn.Module, precision: str):
-        args = SimpleNamespace(**asdict(recipe), precision=precision)
-        return make_optimizer(model, args, steps_per_epoch=1000)
+        return make_optimizer(model, recipe, 1000, precision)
     return Workload(name, "image", model, images, torch.randint(0, 10, (batch,)), optimizer)
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from common.device import PRECISIONS, report_machine, select_device
 from common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+AnyRecipe = TypeVar("AnyRecipe")  # a hw train.py's Recipe dataclass
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -86,6 +87,11 @@ def add_recipe_options(parser: argparse.ArgumentParser, recipe: type) -> None:
     declares it; the defaults come from the recipe chosen (`parser.set_defaults`)."""
     for field in dataclasses.fields(recipe):
         parser.add_argument("--" + field.name.replace("_", "-"), **field.metadata)
+
+
+def recipe_from(options: dict, recipe: type[AnyRecipe]) -> AnyRecipe:
+    """The `recipe` dataclass holding the parsed `options` (`vars(args)`) its fields name."""
+    return recipe(**{field.name: options[field.name] for field in dataclasses.fields(recipe)})
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,

@@ -20,8 +20,8 @@ from common.atomic_io import staged_folder
 from common.cifar import (FLIPS, FORMAT_HELP, FORMATS, CifarBatches, ImageSet, channel_stats, load_cifar10,
                           split_train_val)
 from common.cli import (DefaultInt, add_force_arg, add_precision_arg, add_recipe_options, check_out_dir, count,
-                        forced_facts, fraction, make_parser, non_negative, number, option, positive, report_written,
-                        run, settings_of, validation_size)
+                        forced_facts, fraction, make_parser, non_negative, number, option, positive, recipe_from,
+                        report_written, run, settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap, world_size,
@@ -79,36 +79,36 @@ WHITEN_BIAS_EPOCHS = 3  # the whitening conv's bias learns only in the first epo
 CNN_ADAMW_LR = 4e-3  # muon on the cnn: the AdamW peak lr of its BatchNorm and head (the adamw recipe's lr)
 
 
-def make_optimizer(model: nn.Module, args, steps_per_epoch: int):
-    """The optimizer and per-step schedule named by `args.optimizer`: AdamW with a one-cycle schedule, or
+def make_optimizer(model: nn.Module, recipe: Recipe, steps_per_epoch: int, precision: str):
+    """The optimizer and per-step schedule named by `recipe.optimizer`: AdamW with a one-cycle schedule, or
     Muon for the conv filters with, for the rest, airbench94_muon's Nesterov SGD and linear decay (the
     airbench net) or AdamW and the one-cycle schedule (the cnn)."""
-    total = args.epochs * steps_per_epoch
-    if args.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total,
+    total = recipe.epochs * steps_per_epoch
+    if recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total,
                                                         pct_start=ONE_CYCLE_WARMUP)
         return optimizer, scheduler
     filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
-    newton_schulz_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    newton_schulz_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if not isinstance(model, AirbenchNet):  # the cnn: Muon for the filters, AdamW for the rest, one cycle
         rest = [p for p in model.parameters() if p.ndim != 4]
         optimizer = Muon([{"params": filters, "momentum": MUON_MOMENTUM},
-                          {"params": rest, "lr": CNN_ADAMW_LR, "weight_decay": args.weight_decay, "muon": False,
-                           "adam": True}], lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.lr, CNN_ADAMW_LR], total_steps=total,
+                          {"params": rest, "lr": CNN_ADAMW_LR, "weight_decay": recipe.weight_decay, "muon": False,
+                           "adam": True}], lr=recipe.lr, orthogonalize_dtype=newton_schulz_dtype)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[recipe.lr, CNN_ADAMW_LR], total_steps=total,
                                                         pct_start=ONE_CYCLE_WARMUP, cycle_momentum=False)
         return optimizer, scheduler
     norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
-    bias_lr = args.lr * BIAS_LR_RATIO * args.batch_size
-    head_lr = args.lr * HEAD_LR_RATIO * args.batch_size
-    decay = args.weight_decay * args.batch_size  # fraction of each SGD weight removed per step
+    bias_lr = recipe.lr * BIAS_LR_RATIO * recipe.batch_size
+    head_lr = recipe.lr * HEAD_LR_RATIO * recipe.batch_size
+    decay = recipe.weight_decay * recipe.batch_size  # fraction of each SGD weight removed per step
     sgd = {"momentum": SGD_MOMENTUM, "muon": False}
     groups = [{"params": filters, "momentum": MUON_MOMENTUM, "muon": True},
               {"params": norm_biases, "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd},
               {"params": [model.head.weight], "lr": head_lr, "weight_decay": decay / head_lr, **sgd},
               {"params": [model.whiten.bias], "lr": bias_lr, "weight_decay": decay / bias_lr, **sgd}]
-    optimizer = Muon(groups, lr=args.lr, orthogonalize_dtype=newton_schulz_dtype)
+    optimizer = Muon(groups, lr=recipe.lr, orthogonalize_dtype=newton_schulz_dtype)
     whiten_steps = WHITEN_BIAS_EPOCHS * steps_per_epoch
 
     def linear(step: int) -> float:  # straight down to zero at the last step
@@ -148,6 +148,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     began = time.perf_counter()
     args = parse_args()
+    recipe = recipe_from(vars(args), Recipe)  # the options the recipe names; args keeps the run's others
     check_out_dir(args.out_dir, settings=settings_of(args), force=args.force,
                   facts=forced_facts(args))  # before any work
     seed_everything(args.seed)
@@ -166,11 +167,11 @@ def main() -> None:
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
     val_loader = CifarBatches(val, batch_size=1000, train=False, shard=True, **batches) if len(val) else None
-    config = ModelConfig(model=args.model, widths=args.widths, classes=train.classes, mean=mean, std=std,
-                         tta=args.tta, members=args.members)
+    config = ModelConfig(model=args.model, widths=recipe.widths, classes=train.classes, mean=mean, std=std,
+                         tta=recipe.tta, members=recipe.members)
     members, histories = [], []
-    for member in range(args.members):  # each from its own seed: initial weights and batch order
-        model, history = train_member(args, member, config, train, val_loader, batches, device)
+    for member in range(recipe.members):  # each from its own seed: initial weights and batch order
+        model, history = train_member(recipe, args, member, config, train, val_loader, batches, device)
         members.append(model)
         histories.append(history)
     model = ensemble(members)
@@ -180,16 +181,16 @@ def main() -> None:
         report["wall_seconds"] = time.perf_counter() - began
         images_per_second = mean_throughput(histories)
         with staged_folder(args.out_dir, announce=report_written) as out:
-            title = (f"CIFAR-10 {args.model} {args.widths}" + (f", {args.members} members trained in turn"
-                                                                if args.members > 1 else "")
+            title = (f"CIFAR-10 {args.model} {recipe.widths}" + (f", {recipe.members} members trained in turn"
+                                                                  if recipe.members > 1 else "")
                      + ": train" + (" and validation" if len(val) else ""))
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
                                   plot_name="accuracy_plot.png", title=title,
                                   compact=args.model == "airbench")  # its model.pt is too large for git
             write_test_results(report, cm, test, probabilities, out, {
-                "model": args.model, "widths": args.widths, "parameters": sum(p.numel() for p in model.parameters()),
-                "epochs": args.epochs, "settings": settings_of(args), "tta": args.tta,
-                "train_images": len(train), "val_images": len(val), "members": args.members, **validation,
+                "model": args.model, "widths": recipe.widths, "parameters": sum(p.numel() for p in model.parameters()),
+                "epochs": recipe.epochs, "settings": settings_of(args), "tta": recipe.tta,
+                "train_images": len(train), "val_images": len(val), "members": recipe.members, **validation,
                 "processes": world_size(), "train_images_per_second": images_per_second,
                 "train_images_per_second_per_process": images_per_second / world_size(),
                 **machine, "command": launch_command("hw3/train.py"),
@@ -199,26 +200,27 @@ def main() -> None:
     teardown()
 
 
-def train_member(args, member: int, config: ModelConfig, train: ImageSet, val_loader: CifarBatches | None,
-                 batches: dict, device: torch.device) -> tuple[nn.Module, dict]:
-    """Train one network (seeded with args.seed + member) with cross-entropy, checkpointed under --out-dir;
-    returns it and its history."""
+def train_member(recipe: Recipe, args: argparse.Namespace, member: int, config: ModelConfig, train: ImageSet,
+                 val_loader: CifarBatches | None, batches: dict, device: torch.device) -> tuple[nn.Module, dict]:
+    """Train one network by `recipe` (seeded with args.seed + member) with cross-entropy, checkpointed under
+    args.out_dir; returns it and its history."""
     seed = args.seed + member
     seed_everything(seed)
-    train_loader = CifarBatches(train, batch_size=per_rank_batch_size(args.batch_size), train=True, seed=seed,
-                                crop_padding=args.crop_padding, flip=args.flip, shard=True, **batches)
+    train_loader = CifarBatches(train, batch_size=per_rank_batch_size(recipe.batch_size), train=True, seed=seed,
+                                crop_padding=recipe.crop_padding, flip=recipe.flip, shard=True, **batches)
     model = config.member()
     if isinstance(model, AirbenchNet):
         model.init_whitening(next(iter(CifarBatches(train.subset(torch.arange(min(5000, len(train)))),
                                                     batch_size=5000, train=False, **batches)))[0])
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer, scheduler = make_optimizer(model, args, len(train_loader))
+    optimizer, scheduler = make_optimizer(model, recipe, len(train_loader), args.precision)
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    checkpointing = member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
+    checkpointing = member_checkpointing(args.out_dir, member, recipe.members, CHECKPOINT_KIND, config,
                                          settings_of(args), args.resume)
-    history = fit(model, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), Optimization(optimizer, scheduler),
-                  train_loader, val_loader, epochs=args.epochs, metrics={"acc": accuracy}, precision=args.precision,
-                  checkpointing=checkpointing, desc=None if args.quiet else member_label(member, args.members))
+    history = fit(model, nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+                  Optimization(optimizer, scheduler), train_loader, val_loader, epochs=recipe.epochs,
+                  metrics={"acc": accuracy}, precision=args.precision, checkpointing=checkpointing,
+                  desc=None if args.quiet else member_label(member, recipe.members))
     return unwrap(model), history
 
 

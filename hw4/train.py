@@ -21,8 +21,8 @@ from torch import nn
 from common.atomic_io import staged_folder
 from common.checkpoint import COMPACT_CHECKPOINT, save_checkpoint
 from common.cli import (DefaultInt, add_force_arg, add_precision_arg, add_recipe_options, check_out_dir, count,
-                        forced_facts, fraction, make_parser, non_negative, number, option, positive, report_written,
-                        run, settings_of, validation_size)
+                        forced_facts, fraction, make_parser, non_negative, number, option, positive, recipe_from,
+                        report_written, run, settings_of, validation_size)
 from common.data_dir import resolve_data_dir
 from common.device import report_machine
 from common.distributed import (is_main, launch_command, per_rank_batch_size, setup, teardown, unwrap, world_size,
@@ -112,18 +112,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     began = time.perf_counter()
     args = parse_args()
+    recipe = recipe_from(vars(args), Recipe)  # the options the recipe names; args keeps the run's others
     check_out_dir(args.out_dir, settings=settings_of(args), force=args.force,
                   facts=forced_facts(args))  # before any work
-    if not 0 <= args.head <= args.max_len:
-        raise UserError(f"--head {args.head} must be between 0 and --max-len {args.max_len}")
-    if args.encoder == "transformer" and args.dim % args.heads:
-        raise UserError(f"--dim {args.dim} must be a multiple of --heads {args.heads} (each head gets an equal share)")
+    if not 0 <= recipe.head <= recipe.max_len:
+        raise UserError(f"--head {recipe.head} must be between 0 and --max-len {recipe.max_len}")
+    if recipe.encoder == "transformer" and recipe.dim % recipe.heads:
+        raise UserError(f"--dim {recipe.dim} must be a multiple of --heads {recipe.heads} (each head gets an equal "
+                        "share)")
 
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
     machine = report_machine(device, args.precision, show=is_main())
     args.precision = machine["precision"]  # auto, resolved for this device
-    per_rank_batch_size(args.batch_size)  # --batch-size is global; it must split evenly
+    per_rank_batch_size(recipe.batch_size)  # --batch-size is global; it must split evenly
     data_dir = resolve_data_dir(args.data_dir)
     reviews = load_imdb(data_dir, "train").sample(args.limit)
     test = load_imdb(data_dir, "test").sample(args.limit)  # checked before any write
@@ -133,26 +135,26 @@ def main() -> None:
     train_idx, val_idx = split_groups(reviews.groups, args.val_size, seed=args.seed, labels=reviews.labels)
     check_out_dir(args.out_dir, settings=settings_of(args), force=args.force, facts={  # other data, other run
         "train_reviews": len(train_idx), "val_reviews": len(val_idx), "test_reviews": len(test)})
-    vocab = Vocab.build(corpus, train_idx.numpy(), min_count=args.min_count, max_size=args.max_vocab)
+    vocab = Vocab.build(corpus, train_idx.numpy(), min_count=recipe.min_count, max_size=recipe.max_vocab)
     ids = vocab.encode_corpus(corpus)
-    bag = fit_bag([ids[i] for i in train_idx.tolist()], reviews.labels[train_idx], args.bag_order, len(vocab))
+    bag = fit_bag([ids[i] for i in train_idx.tolist()], reviews.labels[train_idx], recipe.bag_order, len(vocab))
 
     def batches(index: torch.Tensor, train: bool, seed: int = args.seed, offsets: bool = False) -> TextBatches:
         texts = [ids[i] for i in index.tolist()]  # with the bag's log-odds, every process reads every review
         return TextBatches(texts, reviews.labels[index], train=train, shard=not offsets,
-                           batch_size=args.batch_size if train else 256, max_len=args.max_len,
-                           head=args.head, seed=seed, pin=device.type == "cuda",
+                           batch_size=recipe.batch_size if train else 256, max_len=recipe.max_len,
+                           head=recipe.head, seed=seed, pin=device.type == "cuda",
                            offsets=bag(texts).cpu() if offsets else None)
     val_loader = batches(val_idx, False) if len(val_idx) else None
 
-    config = ModelConfig(vocab=vocab.words, classes=CLASSES, dim=args.dim, layers=args.layers, heads=args.heads,
-                         ff_mult=args.ff_mult, dropout=args.dropout, max_len=args.max_len, head=args.head,
-                         encoder=args.encoder, width=args.width, region=args.region, members=args.members,
-                         bag_order=args.bag_order, bag_features=0 if bag is None else len(bag.keys))
+    config = ModelConfig(vocab=vocab.words, classes=CLASSES, dim=recipe.dim, layers=recipe.layers, heads=recipe.heads,
+                         ff_mult=recipe.ff_mult, dropout=recipe.dropout, max_len=recipe.max_len, head=recipe.head,
+                         encoder=recipe.encoder, width=recipe.width, region=recipe.region, members=recipe.members,
+                         bag_order=recipe.bag_order, bag_features=0 if bag is None else len(bag.keys))
     members, histories = [], []
-    for member in range(args.members):  # each from its own seed: initial weights, order, dropout
-        model, member_history = train_member(args, member, config, batches(train_idx, True, args.seed + member),
-                                             val_loader, device)
+    for member in range(recipe.members):  # each from its own seed: initial weights, order, dropout
+        model, member_history = train_member(recipe, args, member, config,
+                                             batches(train_idx, True, args.seed + member), val_loader, device)
         members.append(model)
         histories.append(member_history)
     model = ensemble(members)
@@ -172,9 +174,9 @@ def main() -> None:
         mistakes = mistakes_report(model, config, test, probabilities)
         report["wall_seconds"] = time.perf_counter() - began
         with staged_folder(args.out_dir, announce=report_written) as out:
-            title = (f"IMDB region CNN ({args.width} features, regions of {args.region} words" if args.encoder == "cnn"
-                     else f"IMDB Transformer ({args.layers} layers, width {args.dim}")
-            title += f"; {args.members} members trained in turn" if args.members > 1 else ""
+            title = (f"IMDB region CNN ({recipe.width} features, regions of {recipe.region} words"
+                     if recipe.encoder == "cnn" else f"IMDB Transformer ({recipe.layers} layers, width {recipe.dim}")
+            title += f"; {recipe.members} members trained in turn" if recipe.members > 1 else ""
             title += "): train and validation"
             write_training_record(out, model, histories, kind=CHECKPOINT_KIND, config=config,
                                   plot_name="training_curves.png", title=title)
@@ -183,8 +185,8 @@ def main() -> None:
                             compact=True)
             write_test_results(report, cm, out, {
                 "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
-                "epochs": args.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
-                "val_reviews": len(val_idx), "members": args.members, **validation, "processes": world_size(),
+                "epochs": recipe.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
+                "val_reviews": len(val_idx), "members": recipe.members, **validation, "processes": world_size(),
                 "train_reviews_per_second": mean_throughput(histories),
                 **machine, "command": launch_command("hw4/train.py"),
             }, mistakes)
@@ -219,26 +221,27 @@ def encoder_weight_accuracies(model: BaggedClassifier, loader: TextBatches, *, d
     return accuracy
 
 
-def train_member(args, member: int, config: ModelConfig, train_loader: TextBatches, val_loader: TextBatches | None,
-                 device: torch.device) -> tuple[nn.Module, dict]:
-    """Train one encoder (seeded with args.seed + member) with cross-entropy, checkpointed under --out-dir;
-    returns it and its history."""
+def train_member(recipe: Recipe, args: argparse.Namespace, member: int, config: ModelConfig,
+                 train_loader: TextBatches, val_loader: TextBatches | None, device: torch.device
+                 ) -> tuple[nn.Module, dict]:
+    """Train one encoder by `recipe` (seeded with args.seed + member) with cross-entropy, checkpointed under
+    args.out_dir; returns it and its history."""
     seed_everything(args.seed + member)
     model = config.member().to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr,
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr,
                                   fused=device.type in ("cpu", "cuda"))
-    total = args.epochs * len(train_loader)
-    scheduler = warmup_linear_decay(optimizer, total, int(args.warmup * total))
+    total = recipe.epochs * len(train_loader)
+    scheduler = warmup_linear_decay(optimizer, total, int(recipe.warmup * total))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
-    checkpointing = member_checkpointing(args.out_dir, member, args.members, CHECKPOINT_KIND, config,
+    checkpointing = member_checkpointing(args.out_dir, member, recipe.members, CHECKPOINT_KIND, config,
                                          settings_of(args), args.resume)
-    history = fit(model, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
-                  Optimization(optimizer, scheduler, grad_clip=1.0), train_loader, val_loader, epochs=args.epochs,
+    history = fit(model, nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+                  Optimization(optimizer, scheduler, grad_clip=1.0), train_loader, val_loader, epochs=recipe.epochs,
                   metrics={"acc": accuracy}, precision=args.precision, checkpointing=checkpointing,
-                  desc=None if args.quiet else member_label(member, args.members))
+                  desc=None if args.quiet else member_label(member, recipe.members))
     return unwrap(model), history
 
 

@@ -15,7 +15,7 @@ from torch import nn
 import common.cli as cli
 from common.cli import (DefaultInt, RepoPath, add_eval_out_dir, add_force_arg, add_precision_arg, add_recipe_options,
                         add_training_args, check_out_dir, forced_facts, make_parser, number, option, output_file,
-                        output_folder, png_file, positive, read_each, refuse_overwriting_inputs, repo_path,
+                        output_folder, png_file, positive, read_each, recipe_from, refuse_overwriting_inputs, repo_path,
                         report_written, run, start_eval, validation_size)
 from common.errors import DataNotFoundError, UserError
 from tests.conftest import ROOT
@@ -96,6 +96,8 @@ def test_each_recipe_field_is_the_option_its_metadata_declares():
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
     assert " ".join(parser.format_help().split()).count("examples per step (default: 8)") == 1
+    recipe = recipe_from(vars(args), Recipe)  # the recipe's fields only, not the run's other options (seed)
+    assert recipe == Recipe(widths=[2, 3, 5], batch_size=16, flip="random") and args.seed == 0
 
 
 @pytest.mark.parametrize("make, text, message", [  # each type made inside the test, where mutmut sees it

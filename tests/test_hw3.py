@@ -3,6 +3,7 @@ training, and eval/predict from a saved checkpoint, with clear errors for bad in
 
 import copy
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,7 +23,7 @@ from hw3.model import MODELS, ModelConfig, load_model, predict_logits
 from hw3.muon import Muon, orthogonalize
 import hw3.report
 from hw3.report import evaluate_test, plot_mistakes, write_test_results
-from hw3.train import make_optimizer
+from hw3.train import RECIPES, make_optimizer
 from common.checkpoint import save_checkpoint
 from hw3.model import CHECKPOINT_KIND
 from tests.conftest import (CIFAR_CLASSES, assert_drawn, assert_help, capture_figures, check_ensemble_run,
@@ -170,9 +171,8 @@ def test_airbench_muon_recipe_lowers_the_loss(precision):
     labels = torch.arange(48) % 3
     images += labels.view(-1, 1, 1, 1).float()
     model.init_whitening(images)
-    args = SimpleNamespace(optimizer="muon", epochs=1, batch_size=48, lr=0.24, weight_decay=2e-6,
-                           precision=precision)
-    opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
+    recipe = replace(RECIPES["airbench"], epochs=1, batch_size=48, lr=0.24, weight_decay=2e-6)
+    opt, scheduler = make_optimizer(model, recipe, 30, precision)
     assert opt.orthogonalize_dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
     assert losses[-1] < 0.5 * losses[0]
@@ -182,13 +182,13 @@ def test_each_member_trains_on_label_smoothed_cross_entropy_and_keeps_its_own_tr
     import hw3.train
     calls = []
     monkeypatch.setattr(hw3.train, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {"epoch": [1]})
-    args = SimpleNamespace(seed=4, batch_size=16, crop_padding=2, flip="random", optimizer="adamw", epochs=3, lr=0.01,
-                           weight_decay=0.0, precision="bf16", label_smoothing=0.2, out_dir=tmp_path, members=3,
-                           resume=True, quiet=False)
+    recipe = replace(RECIPES["cnn"], batch_size=16, crop_padding=2, flip="random", optimizer="adamw", epochs=3,
+                     lr=0.01, weight_decay=0.0, label_smoothing=0.2, members=3)
+    args = SimpleNamespace(seed=4, precision="bf16", out_dir=tmp_path, resume=True, quiet=False, label_smoothing=0.2)
     config = model_config("cnn", (4, 4, 4), classes="ab")
     train = ImageSet(torch.zeros(32, 3, 32, 32, dtype=torch.uint8), torch.arange(32) % 2, ["a", "b"])
     batches = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"))
-    model, history = hw3.train.train_member(args, 1, config, train, None, batches, torch.device("cpu"))
+    model, history = hw3.train.train_member(recipe, args, 1, config, train, None, batches, torch.device("cpu"))
     (trained, loss_fn, optimization, loader, val), kwargs = calls[0]
     assert trained is model and history == {"epoch": [1]} and len(loader) == 2 and val is None
     assert isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.label_smoothing == 0.2
@@ -198,8 +198,8 @@ def test_each_member_trains_on_label_smoothed_cross_entropy_and_keeps_its_own_tr
     state = kwargs["checkpointing"]
     assert state.path == tmp_path / "train_state" / "member2.pt" and not state.resume  # member 2 never saved one
     assert state.kind == CHECKPOINT_KIND and state.config is config and state.settings["label_smoothing"] == 0.2
-    args.members, args.quiet = 1, True
-    hw3.train.train_member(args, 0, config, train, None, batches, torch.device("cpu"))
+    args.quiet = True
+    hw3.train.train_member(replace(recipe, members=1), args, 0, config, train, None, batches, torch.device("cpu"))
     assert calls[1][1]["desc"] is None and calls[1][1]["checkpointing"].path.name == "last.pt"
 
 
@@ -209,15 +209,15 @@ def test_the_cnn_with_muon_steps_its_filters_by_muon_and_the_rest_by_adamw_and_l
     images = torch.randn(48, 3, 32, 32)
     labels = torch.arange(48) % 3
     images += labels.view(-1, 1, 1, 1).float()
-    args = SimpleNamespace(optimizer="muon", epochs=1, batch_size=48, lr=0.1, weight_decay=0.05, precision="fp32")
-    opt, scheduler = make_optimizer(model, args, steps_per_epoch=30)
+    recipe = replace(RECIPES["cnn"], optimizer="muon", epochs=1, batch_size=48, lr=0.1, weight_decay=0.05)
+    opt, scheduler = make_optimizer(model, recipe, 30, "fp32")
     filters, rest = opt.param_groups
     assert filters["muon"] and [p.shape for p in filters["params"]] == [(8, 3, 3, 3), (16, 8, 3, 3), (16, 16, 3, 3)]
     assert rest["adam"] and not rest["muon"] and len(rest["params"]) == 3 * 2 + 2  # BatchNorm gains and shifts, head
     assert rest["weight_decay"] == 0.05 and opt.orthogonalize_dtype == torch.float32
     losses = full_batch_losses(model, images, labels, opt, steps=30, scheduler=scheduler)  # one epoch
     assert losses[-1] < 0.5 * losses[0]
-    peaks, scheduler = [], make_optimizer(model, args, steps_per_epoch=8)[1]
+    peaks, scheduler = [], make_optimizer(model, recipe, 8, "fp32")[1]
     for _ in range(8):
         peaks.append([group["lr"] for group in scheduler.optimizer.param_groups])
         scheduler.optimizer.step()

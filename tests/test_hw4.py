@@ -594,11 +594,12 @@ def test_each_encoder_trains_on_label_smoothed_cross_entropy_clipped_and_keeps_i
     import hw4.train
     calls = []
     monkeypatch.setattr(hw4.train, "fit", lambda *args, **kwargs: calls.append((args, kwargs)) or {"epoch": [1]})
-    args = argparse.Namespace(seed=4, weight_decay=0.1, lr=0.01, epochs=2, warmup=0.25, label_smoothing=0.1,
-                              out_dir=tmp_path, members=2, resume=True, precision="bf16", quiet=False)
+    recipe = replace(hw4.train.RECIPES["cnn"], weight_decay=0.1, lr=0.01, epochs=2, warmup=0.25, label_smoothing=0.1,
+                     members=2)
+    args = argparse.Namespace(seed=4, out_dir=tmp_path, resume=True, precision="bf16", quiet=False, warmup=0.25)
     config = ModelConfig(vocab=["<pad>", "<unk>", "a", "b"], classes=["neg", "pos"], dim=8, layers=1, heads=2,
                          ff_mult=2, dropout=0.5, max_len=6, head=2, encoder="cnn", width=4, region=2)
-    model, history = hw4.train.train_member(args, 0, config, [None] * 5, None, torch.device("cpu"))
+    model, history = hw4.train.train_member(recipe, args, 0, config, [None] * 5, None, torch.device("cpu"))
     (trained, loss_fn, optimization, loader, val), kwargs = calls[0]
     assert trained is model and isinstance(model, RegionCNN) and history == {"epoch": [1]} and val is None
     assert isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.label_smoothing == 0.1
@@ -618,8 +619,8 @@ def test_each_encoder_trains_on_label_smoothed_cross_entropy_clipped_and_keeps_i
     state = kwargs["checkpointing"]
     assert state.path == tmp_path / "train_state" / "member1.pt" and state.resume  # member 1 resumes
     assert state.kind == CHECKPOINT_KIND and state.config is config and state.settings["warmup"] == 0.25
-    args.members, args.quiet = 1, True
-    hw4.train.train_member(args, 0, config, [None] * 5, None, torch.device("cpu"))
+    args.quiet = True
+    hw4.train.train_member(replace(recipe, members=1), args, 0, config, [None] * 5, None, torch.device("cpu"))
     assert calls[1][1]["desc"] is None and calls[1][1]["checkpointing"].path.name == "last.pt"
 
 
