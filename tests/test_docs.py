@@ -145,14 +145,15 @@ FIGURES = [
                 minutes(m["wall_seconds"])]),
     *[("hw4/README.md", row, f"hw4/results/selection/{run}.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])])
-      for row, run in (("| default, `--seed 1 --out-dir runs/default_e8_seed1` |", "default_e8_seed1"),
+      for row, run in (("| default, `--seed 1 --out-dir runs/cnn_m3_e8_seed1` |", "cnn_m3_e8_seed1"),
                        ("| `default_cnn_seed1` |", "default_cnn_seed1"), ("| `default_e8_seed1` |", "default_e8_seed1"),
                        ("| Transformers beside the bag, `--encoder transformer` |", "transformers_bag"),
                        ("| `transformers_bag` |", "transformers_bag"), ("| `default_seed1` |", "default_seed1"),
                        ("| `cnn_m1` |", "cnn_m1"), ("| `cnn_m1_e8` |", "cnn_m1_e8"), ("| `default_e4` |", "default_e4"),
                        ("| `cnn_m1_e12` |", "cnn_m1_e12"), ("| `cnn_m1_e8_v30k` |", "cnn_m1_e8_v30k"),
-                       ("| `cnn_m1_seq2` |", "cnn_m1_seq2"), ("| `cnn_m3_e8` |", "cnn_m3_e8"))],
-    ("hw4/README.md", "| default | two region CNNs, 8 epochs |", "hw4/results/metrics.json", lambda m: [
+                       ("| `cnn_m1_seq2` |", "cnn_m1_seq2"), ("| `cnn_m3_e8` |", "cnn_m3_e8"),
+                       ("| `cnn_m3_e8_seed1` |", "cnn_m3_e8_seed1"), ("| `default_e8` |", "default_e8"))],
+    ("hw4/README.md", "| default | three region CNNs, 8 epochs |", "hw4/results/metrics.json", lambda m: [
         pct(m["encoders_val_acc"]), pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
         minutes(m["wall_seconds"])]),
     ("hw4/README.md", "| same, `--seed 1 --out-dir runs/seed1` |", "hw4/results/selection/seed1.json", lambda m: [
