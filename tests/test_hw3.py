@@ -2,6 +2,7 @@
 training, and eval/predict from a saved checkpoint, with clear errors for bad input."""
 
 import copy
+import dataclasses
 import json
 from dataclasses import replace
 from types import SimpleNamespace
@@ -440,6 +441,15 @@ def test_a_loaded_model_is_in_eval_mode_with_channels_last_weights(tmp_path):
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert not model.training and conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
+
+
+def test_a_checkpoint_config_missing_fields_names_each(tmp_path):
+    config = dataclasses.asdict(model_config("cnn", (4,)))
+    del config["std"], config["tta"]
+    save_checkpoint(tmp_path / "old.pt", kind=CHECKPOINT_KIND, model=model_config("cnn", (4,)).member(), config=config)
+    with pytest.raises(UserError) as err:
+        load_model(tmp_path / "old.pt", torch.device("cpu"))
+    assert str(err.value) == f"{tmp_path / 'old.pt'}: checkpoint config lacks std, tta"
 
 
 def test_checkpoint_configs_are_checked_at_each_limit():
