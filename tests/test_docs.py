@@ -152,7 +152,8 @@ FIGURES = [
                        ("| `cnn_m1` |", "cnn_m1"), ("| `cnn_m1_e8` |", "cnn_m1_e8"), ("| `default_e4` |", "default_e4"),
                        ("| `cnn_m1_e12` |", "cnn_m1_e12"), ("| `cnn_m1_e8_v30k` |", "cnn_m1_e8_v30k"),
                        ("| `cnn_m1_seq2` |", "cnn_m1_seq2"), ("| `cnn_m3_e8` |", "cnn_m3_e8"),
-                       ("| `cnn_m3_e8_seed1` |", "cnn_m3_e8_seed1"), ("| `default_e8` |", "default_e8"))],
+                       ("| `cnn_m3_e8_seed1` |", "cnn_m3_e8_seed1"), ("| `default_e8` |", "default_e8"),
+                       ("| `cnn_m1_e8_ls01` |", "cnn_m1_e8_ls01"))],
     ("hw4/README.md", "| default | three region CNNs, 8 epochs |", "hw4/results/metrics.json", lambda m: [
         pct(m["encoders_val_acc"]), pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
         minutes(m["wall_seconds"])]),
