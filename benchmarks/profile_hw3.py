@@ -45,6 +45,7 @@ def main() -> None:
     command = "python benchmarks/profile_hw3.py " + " ".join(sys.argv[1:])
     sys.argv = ["hw3/train.py", "--device", "cpu"] + (["--limit", str(options.limit)] if options.limit else [])
     args = parse_args()  # the default recipe, exactly as train.py parses it
+    recipe = recipe_from(vars(args), Recipe)
     machine = report_machine(torch.device("cpu"), args.precision)
     precision, device = machine["precision"], torch.device("cpu")
 
@@ -56,13 +57,13 @@ def main() -> None:
     mean, std = channel_stats(train.images)
     timed(phases, "load data (warm cache)", began)
 
-    loader = CifarBatches(train, batch_size=args.batch_size, train=True, seed=args.seed, mean=mean, std=std,
-                          crop_padding=args.crop_padding, flip=args.flip, device=device)
-    config = ModelConfig(model=args.model, widths=args.widths, classes=train.classes, mean=mean, std=std,
-                         tta=args.tta, members=args.members)
+    loader = CifarBatches(train, batch_size=recipe.batch_size, train=True, seed=args.seed, mean=mean, std=std,
+                          crop_padding=recipe.crop_padding, flip=recipe.flip, device=device)
+    config = ModelConfig(model=args.model, widths=recipe.widths, classes=train.classes, mean=mean, std=std,
+                         tta=recipe.tta, members=recipe.members)
     model = config.member().to(memory_format=torch.channels_last)
-    optimizer, scheduler = make_optimizer(model, recipe_from(vars(args), Recipe), len(loader), precision)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer, scheduler = make_optimizer(model, recipe, len(loader), precision)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     step_phases: dict[str, float] = {}
     batches = iter(loader)
     model.train()
@@ -83,7 +84,7 @@ def main() -> None:
         optimizer.step()
         scheduler.step()
         timed(sample, "optimizer and schedule", now)
-    steps_in_run = len(loader) * args.epochs * args.members
+    steps_in_run = len(loader) * recipe.epochs * recipe.members
     phases.update({name: seconds / options.steps * steps_in_run for name, seconds in step_phases.items()})
 
     model.eval()
@@ -92,14 +93,14 @@ def main() -> None:
     with torch.no_grad(), autocast(device, precision):
         for images, _ in val_loader:
             model(images)
-    phases["validation, every epoch"] = (time.perf_counter() - began) * args.epochs * args.members
+    phases["validation, every epoch"] = (time.perf_counter() - began) * recipe.epochs * recipe.members
     test_loader = CifarBatches(test, batch_size=500, train=False, mean=mean, std=std, device=device)
     began = time.perf_counter()
     with torch.no_grad(), autocast(device, precision):
-        logits = torch.cat([predict_logits(model, images, args.tta).float() for images, _ in test_loader])
-    now = timed(phases, f"test (tta {args.tta})", began)
-    curve = [1.0] * args.epochs
-    history = {"epoch": list(range(1, args.epochs + 1)), "train_loss": curve, "val_loss": curve,
+        logits = torch.cat([predict_logits(model, images, recipe.tta).float() for images, _ in test_loader])
+    now = timed(phases, f"test (tta {recipe.tta})", began)
+    curve = [1.0] * recipe.epochs
+    history = {"epoch": list(range(1, recipe.epochs + 1)), "train_loss": curve, "val_loss": curve,
                "train_acc": curve, "val_acc": curve}
     with tempfile.TemporaryDirectory() as scratch:  # the figures are drawn as train.py draws them, then dropped
         plot_member_histories([history], ["loss", "acc"], Path(scratch) / "accuracy_plot.png")
@@ -108,7 +109,7 @@ def main() -> None:
     timed(phases, "figures (curves, confusion matrix)", now)
 
     total = sum(phases.values())
-    print(f"\nhw3 default ({args.model}, {args.epochs} epochs of {len(loader)} steps, batch {args.batch_size}, "
+    print(f"\nhw3 default ({args.model}, {recipe.epochs} epochs of {len(loader)} steps, batch {recipe.batch_size}, "
           f"{precision}), {options.steps} steps timed on {machine['machine_class']}:")
     print(f"{'phase':<40} {'seconds':>8} {'share':>6}")
     for name, seconds in phases.items():
