@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_image
 
 from common.atomic_io import atomic_path
 from common.data_dir import cache_dir, made_for_download, remove_if_made
@@ -304,6 +303,8 @@ def read_image(path: Path, *, max_pixels: int, exact: tuple[int, int] | None = N
     if width * height > max_pixels:
         raise UserError(f"{path}: image is {width}x{height}; images over {max_pixels / 1e6:g} megapixels "
                         "are refused")
+    from torchvision.io import ImageReadMode, decode_image  # here, not above: a 1.5 s import a cached set never needs
+
     try:
         image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8),
                              mode=ImageReadMode.RGB)

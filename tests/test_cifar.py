@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.io
 from PIL import Image
 
 import common.cifar as cifar
@@ -93,7 +94,7 @@ def test_each_unreadable_file_is_one_error_naming_it(tmp_path, monkeypatch):
 
 def test_an_image_that_decodes_to_another_size_than_its_header_is_refused(tmp_path, monkeypatch):
     Image.fromarray(distinct_pixels(30, 40)).save(tmp_path / "a.png")
-    monkeypatch.setattr(cifar, "decode_image", lambda data, mode: torch.zeros(3, 10, 20, dtype=torch.uint8))
+    monkeypatch.setattr(torchvision.io, "decode_image", lambda data, mode: torch.zeros(3, 10, 20, dtype=torch.uint8))
     with pytest.raises(UserError) as refused:
         read_image(tmp_path / "a.png", max_pixels=10_000)
     assert str(refused.value) == f"{tmp_path / 'a.png'}: decodes to 20x10, its header says 40x30"

@@ -58,7 +58,8 @@ def one_error_line(result: subprocess.CompletedProcess, *phrases: str, status: i
 
 
 def assert_bounded(seconds: float, peak: float) -> None:
-    assert seconds < 10 and peak < 1 * GB, f"{seconds:.1f} s, {peak / GB:.2f} GB"  # torch's import included
+    # torch's import included, and a second test worker may share the cores: a bomb would take minutes or GBs
+    assert seconds < 20 and peak < 1 * GB, f"{seconds:.1f} s, {peak / GB:.2f} GB"
 
 
 # --- code from a data folder ----------------------------------------------------------------------
