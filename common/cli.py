@@ -260,24 +260,24 @@ class EvalRun(NamedTuple):
     config: ModelConfig
 
 
-def start_eval(args: argparse.Namespace, load_model: Callable[[Path, torch.device], tuple[nn.Module, ModelConfig]]
-               ) -> EvalRun:
-    """The checkpoint's model and config, loaded first; the data folder; the output folder: --out-dir, or
+def start_eval(load_model: Callable[[Path, torch.device], tuple[nn.Module, ModelConfig]], checkpoint: Path, *,
+               out_dir: Path | None, data_dir: str | None, device: str, precision: str, force: bool) -> EvalRun:
+    """The checkpoint's model and config, loaded first; the data folder; the output folder: `out_dir`, or
     `eval-<data folder name>/` beside the checkpoint, never the checkpoint's own folder (it holds the
     training run's metrics); the device and precision, printed."""
-    device = select_device(args.device)
-    model, config = load_model(args.checkpoint, device)
-    data_dir = resolve_data_dir(args.data_dir)
+    chosen = select_device(device)
+    model, config = load_model(checkpoint, chosen)
+    found = resolve_data_dir(data_dir)
     try:
-        out = args.out_dir or output_folder(args.checkpoint.parent / f"eval-{data_dir.resolve().name}")
+        out = out_dir or output_folder(checkpoint.parent / f"eval-{found.resolve().name}")
     except argparse.ArgumentTypeError as err:
         raise UserError(str(err)) from None
-    if out.resolve() == args.checkpoint.parent.resolve():
-        raise UserError(f"--out-dir {out}: that folder holds the training run of {args.checkpoint}; "
+    if out.resolve() == checkpoint.parent.resolve():
+        raise UserError(f"--out-dir {out}: that folder holds the training run of {checkpoint}; "
                         "evaluate into another (the default is eval-<data folder name>/ inside it)")
-    check_out_dir(out, settings=None, force=args.force)
-    machine = report_machine(device, args.precision)
-    return EvalRun(data_dir, out, device, machine, model, config)
+    check_out_dir(out, settings=None, force=force)
+    machine = report_machine(chosen, precision)
+    return EvalRun(found, out, chosen, machine, model, config)
 
 
 # options a resumed run may change
@@ -316,14 +316,16 @@ def check_out_dir(out: Path, *, settings: dict | None, force: bool, facts: dict 
                     "pass --force to write over it")
 
 
-def forced_facts(args: argparse.Namespace) -> dict:
-    """The device and precision the user forced (not auto): a run may replace only a record made with them."""
-    return {key: getattr(args, key) for key in ("device", "precision") if getattr(args, key) != "auto"}
+def forced_facts(options: dict) -> dict:
+    """The device and precision the user forced (not auto) among a run's `options` (`vars(args)`): a run may
+    replace only a record made with them."""
+    return {key: options[key] for key in ("device", "precision") if options[key] != "auto"}
 
 
-def settings_of(args: argparse.Namespace) -> dict:
-    """Every option but RESUME_IGNORES: what a resumed run must share with the run it continues."""
-    return {k: v for k, v in vars(args).items() if k not in RESUME_IGNORES}
+def settings_of(options: dict) -> dict:
+    """A run's `options` (`vars(args)`) but RESUME_IGNORES: what a resumed run must share with the run it
+    continues."""
+    return {k: v for k, v in options.items() if k not in RESUME_IGNORES}
 
 
 def shown_path(path: str | Path) -> str:

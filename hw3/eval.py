@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--dataset-format", default="auto", choices=FORMATS, help=FORMAT_HELP)
     add_precision_arg(parser)
     args = parser.parse_args()
-    ev = start_eval(args, load_model)
+    ev = start_eval(load_model, args.checkpoint, out_dir=args.out_dir, data_dir=args.data_dir, device=args.device,
+                    precision=args.precision, force=args.force)
     test = load_cifar10(ev.data_dir, "test", fmt=args.dataset_format)
     report, cm, probabilities = evaluate_test(ev.model, ev.config, test, device=ev.device,
                                               precision=ev.machine["precision"])

@@ -149,8 +149,8 @@ def main() -> None:
     began = time.perf_counter()
     args = parse_args()
     recipe = recipe_from(vars(args), Recipe)  # the options the recipe names; args keeps the run's others
-    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force,
-                  facts=forced_facts(args))  # before any work
+    check_out_dir(args.out_dir, settings=settings_of(vars(args)), force=args.force,
+                  facts=forced_facts(vars(args)))  # before any work
     seed_everything(args.seed)
     device = setup(args.device)  # under torchrun: join the process group, one device per process
     machine = report_machine(device, args.precision, show=is_main())
@@ -162,7 +162,7 @@ def main() -> None:
         raise UserError(f"{data_dir}: the test split's classes {test.classes} differ from the training "
                         f"split's {full_train.classes}")
     train, val = split_train_val(full_train, args.val_size, seed=args.seed)
-    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force, facts={  # other data, other run
+    check_out_dir(args.out_dir, settings=settings_of(vars(args)), force=args.force, facts={  # other data, other run
         "train_images": len(train), "val_images": len(val), "test_images": len(test)})
     mean, std = channel_stats(train.images)
     batches = dict(mean=mean, std=std, device=device)
@@ -189,7 +189,7 @@ def main() -> None:
                                   compact=args.model == "airbench")  # its model.pt is too large for git
             write_test_results(report, cm, test, probabilities, out, {
                 "model": args.model, "widths": recipe.widths, "parameters": sum(p.numel() for p in model.parameters()),
-                "epochs": recipe.epochs, "settings": settings_of(args), "tta": recipe.tta,
+                "epochs": recipe.epochs, "settings": settings_of(vars(args)), "tta": recipe.tta,
                 "train_images": len(train), "val_images": len(val), "members": recipe.members, **validation,
                 "processes": world_size(), "train_images_per_second": images_per_second,
                 "train_images_per_second_per_process": images_per_second / world_size(),
@@ -216,7 +216,7 @@ def train_member(recipe: Recipe, args: argparse.Namespace, member: int, config: 
     optimizer, scheduler = make_optimizer(model, recipe, len(train_loader), args.precision)
     model = wrap(model, device)  # DistributedDataParallel under torchrun
     checkpointing = member_checkpointing(args.out_dir, member, recipe.members, CHECKPOINT_KIND, config,
-                                         settings_of(args), args.resume)
+                                         settings_of(vars(args)), args.resume)
     history = fit(model, nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
                   Optimization(optimizer, scheduler), train_loader, val_loader, epochs=recipe.epochs,
                   metrics={"acc": accuracy}, precision=args.precision, checkpointing=checkpointing,

@@ -75,7 +75,7 @@ def main() -> None:
     with staged_folder(args.out_dir, announce=report_written) as out:
         write_test_results(report, cm, out, {
             "model": f"NBSVM, 1-{args.order}-grams", "ngrams": len(bag.keys), "chosen": best, "grid": grid,
-            "final_val_acc": best["val_acc"], "settings": settings_of(args),
+            "final_val_acc": best["val_acc"], "settings": settings_of(vars(args)),
             "train_reviews": len(train_idx), "val_reviews": len(val_idx), **machine,
             "command": launch_command("hw4/baseline.py")}, mistakes=None)
     print_test_summary(report)

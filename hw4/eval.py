@@ -23,7 +23,8 @@ def main() -> None:
                         help="a model.pt or model_int8.pt that hw4/train.py wrote")
     add_precision_arg(parser)
     args = parser.parse_args()
-    ev = start_eval(args, load_model)
+    ev = start_eval(load_model, args.checkpoint, out_dir=args.out_dir, data_dir=args.data_dir, device=args.device,
+                    precision=args.precision, force=args.force)
     test = load_imdb(ev.data_dir, "test")
     report, cm, probabilities = evaluate_test(ev.model, ev.config, test, device=ev.device,
                                               precision=ev.machine["precision"], quiet=args.quiet)

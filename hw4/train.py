@@ -113,8 +113,8 @@ def main() -> None:
     began = time.perf_counter()
     args = parse_args()
     recipe = recipe_from(vars(args), Recipe)  # the options the recipe names; args keeps the run's others
-    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force,
-                  facts=forced_facts(args))  # before any work
+    check_out_dir(args.out_dir, settings=settings_of(vars(args)), force=args.force,
+                  facts=forced_facts(vars(args)))  # before any work
     if not 0 <= recipe.head <= recipe.max_len:
         raise UserError(f"--head {recipe.head} must be between 0 and --max-len {recipe.max_len}")
     if recipe.encoder == "transformer" and recipe.dim % recipe.heads:
@@ -133,7 +133,7 @@ def main() -> None:
     # Hold out whole movies, as the test set does (it shares none with train): a random split
     # would score memorised titles and names, overrating validation accuracy by about 2 points.
     train_idx, val_idx = split_groups(reviews.groups, args.val_size, seed=args.seed, labels=reviews.labels)
-    check_out_dir(args.out_dir, settings=settings_of(args), force=args.force, facts={  # other data, other run
+    check_out_dir(args.out_dir, settings=settings_of(vars(args)), force=args.force, facts={  # other data, other run
         "train_reviews": len(train_idx), "val_reviews": len(val_idx), "test_reviews": len(test)})
     vocab = Vocab.build(corpus, train_idx.numpy(), min_count=recipe.min_count, max_size=recipe.max_vocab)
     ids = vocab.encode_corpus(corpus)
@@ -185,7 +185,7 @@ def main() -> None:
                             compact=True)
             write_test_results(report, cm, out, {
                 "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
-                "epochs": recipe.epochs, "settings": settings_of(args), "train_reviews": len(train_idx),
+                "epochs": recipe.epochs, "settings": settings_of(vars(args)), "train_reviews": len(train_idx),
                 "val_reviews": len(val_idx), "members": recipe.members, **validation, "processes": world_size(),
                 "train_reviews_per_second": mean_throughput(histories),
                 **machine, "command": launch_command("hw4/train.py"),
@@ -237,7 +237,7 @@ def train_member(recipe: Recipe, args: argparse.Namespace, member: int, config: 
     scheduler = warmup_linear_decay(optimizer, total, int(recipe.warmup * total))
     model = wrap(model, device)  # DistributedDataParallel under torchrun
     checkpointing = member_checkpointing(args.out_dir, member, recipe.members, CHECKPOINT_KIND, config,
-                                         settings_of(args), args.resume)
+                                         settings_of(vars(args)), args.resume)
     history = fit(model, nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
                   Optimization(optimizer, scheduler, grad_clip=1.0), train_loader, val_loader, epochs=recipe.epochs,
                   metrics={"acc": accuracy}, precision=args.precision, checkpointing=checkpointing,

@@ -102,7 +102,6 @@ EQUIVALENT = {
     **{f"common.imdb.x_read_review_file__mutmut_{n}": ("reading more of an over-long file refuses it the same way; "
        "only memory differs, which test_hostile's bounded-memory script test checks") for n in (28, 30)},
     **{f"common.cli.x_read_each__mutmut_{n}": FLUSH for n in (15, 18, 19)},
-    "common.cli.x_start_eval__mutmut_21": "force=None is falsy, as False is",
     "common.cli.xǁHelpWithDefaultsǁ_get_help_string__mutmut_13": ("with no help text, 'default' is in neither '' nor "
                                                                  "'XXXX'"),
     **{f"common.cifar.x__cached__mutmut_{n}": ("only the cache file's name changes: it is still one entry per list "

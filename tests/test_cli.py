@@ -235,8 +235,8 @@ def test_report_written_shows_paths_from_the_repository(capsys, tmp_path):
 
 def test_forced_facts_are_what_was_not_left_to_auto():
     args = argparse.Namespace(device="cpu", precision="auto")
-    assert forced_facts(args) == {"device": "cpu"}
-    assert forced_facts(argparse.Namespace(device="auto", precision="bf16")) == {"precision": "bf16"}
+    assert forced_facts(vars(args)) == {"device": "cpu"}
+    assert forced_facts({"device": "auto", "precision": "bf16", "seed": 0}) == {"precision": "bf16"}
 
 
 def test_another_runs_folder_is_refused_unless_forced_or_the_same_run(tmp_path):
@@ -282,7 +282,10 @@ def test_an_eval_writes_beside_the_checkpoint_in_a_folder_of_its_own(tmp_path, m
     add_precision_arg(parser)
     args = parser.parse_args(["--data-dir", str(data), "--device", "cpu", "--precision", "fp32"])
     assert args.out_dir is None and args.force is False
-    started = start_eval(args, load_model)
+
+    def eval_options(args: argparse.Namespace) -> dict:
+        return {key: getattr(args, key) for key in ("out_dir", "data_dir", "device", "precision", "force")}
+    started = start_eval(load_model, args.checkpoint, **eval_options(args))
     assert started.out == run_dir / "eval-my-data" and started.data_dir == data and started.config == {"k": 1}
     assert loaded == [(run_dir / "model.pt", torch.device("cpu"))] and started.machine["precision"] == "fp32"
     assert started.device == torch.device("cpu") and isinstance(started.model, nn.Linear)
@@ -290,11 +293,18 @@ def test_an_eval_writes_beside_the_checkpoint_in_a_folder_of_its_own(tmp_path, m
     args.out_dir = run_dir
     with pytest.raises(UserError, match=rf"^--out-dir {run_dir}: that folder holds the training run of {run_dir}/model.pt; "
                                         r"evaluate into another \(the default is eval-<data folder name>/ inside it\)$"):
-        start_eval(args, load_model)
-    args.out_dir = None
+        start_eval(load_model, args.checkpoint, **eval_options(args))
+    args.out_dir = other = tmp_path / "other_run"
+    other.mkdir()
+    (other / "model.pt").write_text("another run's")
+    with pytest.raises(UserError, match="holds another run"):
+        start_eval(load_model, args.checkpoint, **eval_options(args))
+    args.force = True  # then an eval may write there
+    assert start_eval(load_model, args.checkpoint, **eval_options(args)).out == other
+    args.out_dir, args.force = None, False
     (run_dir / "eval-my-data").write_text("a file")
     with pytest.raises(UserError, match=r"eval-my-data is a file, not a folder$"):
-        start_eval(args, load_model)
+        start_eval(load_model, args.checkpoint, **eval_options(args))
 
 
 def test_every_shared_option_says_what_it_does_in_help():

@@ -35,7 +35,7 @@ def test_threads_option_sets_torch_s_threads_at_parse_time_and_is_no_setting():
     before = torch.get_num_threads()
     try:
         args = make_parser("demo", "runs/demo").parse_args(["--threads", "1"])
-        assert torch.get_num_threads() == 1 and args.threads == 1 and "threads" not in settings_of(args)
+        assert torch.get_num_threads() == 1 and args.threads == 1 and "threads" not in settings_of(vars(args))
     finally:
         torch.set_num_threads(before)
 

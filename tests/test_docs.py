@@ -267,7 +267,7 @@ def test_each_recorded_training_command_trains_what_its_record_says():
         module = importlib.import_module(words[0].removesuffix(".py").replace("/", "."))
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sys, "argv", words)
-            parsed = settings_of(module.parse_args())
+            parsed = settings_of(vars(module.parse_args()))
         recorded = {**{k: record[k] for k in parsed if k in record}, **record["settings"]}
         history = ROOT / path.replace("metrics.json", "history.json")
         if "members" not in recorded and history.is_file():  # older records: one epoch list per member
