@@ -5,7 +5,6 @@ folder, a full disk and Ctrl-C each end in one clear line. Scripts run in-proces
 
 import errno
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
