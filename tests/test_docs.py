@@ -82,7 +82,7 @@ FIGURES = [
         pct(g["val_acc"]) for g in m["grid"] if g["alpha"] == 1.0]),
     ("README.md", "hw3/eval.py` gave", "hw3/results/selection/eval_fp32_avx2.json",
      lambda m: [pct(m["accuracy"])]),
-    ("README.md", "hw3/eval.py` gave", "hw3/results/eval-data/metrics.json", lambda m: [
+    ("README.md", "hw3/eval.py` gave", "hw3/results/selection/cnn_adamw_e12.json", lambda m: [
         f"committed {pct(m['accuracy'])} in {m['precision']}"]),
     ("hw2/README.md", "accuracies of", "hw2/results/selection/bn_effect_avx2.json", lambda m: [
         ", ".join(f"{100 * m['final'][k]['val_acc']:.2f} %" for k in ("no BN", "hand-written BN")) + " and "
