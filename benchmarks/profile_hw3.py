@@ -5,6 +5,7 @@ loss and precision, and scaled to the whole run; the sum is set beside the run's
 Run it on a quiet machine (one job at a time): every phase is a wall-clock measurement."""
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -12,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `common` importable as a script
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts: huge pages, as hw3/train.py runs
 
 import torch
 from torch import nn
