@@ -265,19 +265,19 @@ def start_eval(load_model: Callable[[Path, torch.device], tuple[nn.Module, Model
     """The checkpoint's model and config, loaded first; the data folder; the output folder: `out_dir`, or
     `eval-<data folder name>/` beside the checkpoint, never the checkpoint's own folder (it holds the
     training run's metrics); the device and precision, printed."""
-    chosen = select_device(device)
-    model, config = load_model(checkpoint, chosen)
-    found = resolve_data_dir(data_dir)
+    torch_device = select_device(device)
+    model, config = load_model(checkpoint, torch_device)
+    data_folder = resolve_data_dir(data_dir)
     try:
-        out = out_dir or output_folder(checkpoint.parent / f"eval-{found.resolve().name}")
+        out = out_dir or output_folder(checkpoint.parent / f"eval-{data_folder.resolve().name}")
     except argparse.ArgumentTypeError as err:
         raise UserError(str(err)) from None
     if out.resolve() == checkpoint.parent.resolve():
         raise UserError(f"--out-dir {out}: that folder holds the training run of {checkpoint}; "
                         "evaluate into another (the default is eval-<data folder name>/ inside it)")
     check_out_dir(out, settings=None, force=force)
-    machine = report_machine(chosen, precision)
-    return EvalRun(found, out, chosen, machine, model, config)
+    machine = report_machine(torch_device, precision)
+    return EvalRun(data_folder, out, torch_device, machine, model, config)
 
 
 # options a resumed run may change
