@@ -19,7 +19,7 @@ from common.atomic_io import without_run_details
 from common.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one thread each, or they spin on 2 cores
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs several workers: one thread each, or they spin
     torch.set_num_threads(1)
 
 SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1"}  # two processes on 2 cores must not spin against each other
