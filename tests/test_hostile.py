@@ -58,8 +58,7 @@ def one_error_line(result: subprocess.CompletedProcess, *phrases: str, status: i
 
 
 def assert_bounded(seconds: float, peak: float) -> None:
-    # torch's import included, and a second test worker may share the cores: a bomb would take minutes or GBs
-    assert seconds < 20 and peak < 1 * GB, f"{seconds:.1f} s, {peak / GB:.2f} GB"
+    assert seconds < 10 and peak < 1 * GB, f"{seconds:.1f} s, {peak / GB:.2f} GB"  # torch's import included
 
 
 # --- code from a data folder ----------------------------------------------------------------------
