@@ -116,6 +116,10 @@ FIGURES = [
         f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]),
     ("benchmarks/README.md", "**The Muon default**", "benchmarks/results/profile_hw3_muon_avx2.json", lambda m: [
         f"{m['total_seconds']:.1f} s"]),
+    ("benchmarks/README.md", "| sum (bf16) |", "benchmarks/results/profile_hw3_muon_avx512.json", lambda m: [
+        f"{m['total_seconds']:.1f} ({minutes(m['total_seconds'])})"]),
+    ("benchmarks/README.md", "| backward (bf16) |", "benchmarks/results/profile_hw3_muon_avx512.json", lambda m: [
+        f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]),
     ("benchmarks/README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         minutes(m["wall_seconds"])]),
     ("benchmarks/README.md", "| `python hw4/train.py --encoder transformer --out-dir runs/transformers_bag` |",
@@ -135,7 +139,8 @@ FIGURES = [
     *[("hw3/README.md", f"| `{run}` |", f"hw3/results/selection/{run}.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])])
       for run in ("cnn_e6", "cnn_e6_alt", "cnn_e6_muon", "cnn_e6_muon_lr2", "cnn_e6_muon_lr05",
-                  "cnn_e6_muon_seed1", "cnn_e5_muon_tta2", "cnn_e6_muon_tta2", "cnn_e7_muon", "cnn_e7_muon_seed1")],
+                  "cnn_e6_muon_seed1", "cnn_e5_muon_tta2", "cnn_e6_muon_tta2", "cnn_e7_muon", "cnn_e7_muon_seed1",
+                  "cnn_e7_muon_avx512", "cnn_e7_muon_avx512_seed1", "cnn_e7_muon_avx512_rerun")],
     ("hw4/README.md", "| **default**, `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
         minutes(m["wall_seconds"])]),
@@ -148,6 +153,7 @@ FIGURES = [
     *[("hw4/README.md", row, f"hw4/results/selection/{run}.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}", minutes(m["wall_seconds"])])
       for row, run in (("| default, `--seed 1 --out-dir runs/cnn_m3_e8_seed1` |", "cnn_m3_e8_seed1"),
+                       ("| default in bf16, `--out-dir runs/hw4_default_avx512` |", "default_avx512"),
                        ("| `default_cnn_seed1` |", "default_cnn_seed1"), ("| `default_e8_seed1` |", "default_e8_seed1"),
                        ("| Transformers beside the bag, `--encoder transformer` |", "transformers_bag"),
                        ("| `transformers_bag` |", "transformers_bag"), ("| `default_seed1` |", "default_seed1"),
