@@ -140,7 +140,9 @@ FIGURES = [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])])
       for run in ("cnn_e6", "cnn_e6_alt", "cnn_e6_muon", "cnn_e6_muon_lr2", "cnn_e6_muon_lr05",
                   "cnn_e6_muon_seed1", "cnn_e5_muon_tta2", "cnn_e6_muon_tta2", "cnn_e7_muon", "cnn_e7_muon_seed1",
-                  "cnn_e7_muon_avx512", "cnn_e7_muon_avx512_seed1", "cnn_e7_muon_avx512_rerun")],
+                  "cnn_e7_muon_avx512", "cnn_e7_muon_avx512_seed1", "cnn_e7_muon_avx512_rerun",
+                  "cnn_e6_bs128_avx512", "cnn_e6_bs128_avx512_seed1", "cnn_e6_bs128_lr07_avx512",
+                  "cnn_e6_bs128_lr07_avx512_seed1")],
     ("hw4/README.md", "| **default**, `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), f"{m['per_class']['pos']['f1']:.4f}",
         minutes(m["wall_seconds"])]),
