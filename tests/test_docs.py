@@ -110,16 +110,13 @@ FIGURES = [
         f"(mean {m['val_mse_mean']:.3f} ± {m['val_mse_std']:.3f})"]),
     ("benchmarks/README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
         minutes(m["wall_seconds"])]),
-    ("benchmarks/README.md", "| sum |", "benchmarks/results/profile_hw3_avx2.json", lambda m: [
-        f"{m['total_seconds']:.1f} ({minutes(m['total_seconds'])})"]),
-    ("benchmarks/README.md", "| backward |", "benchmarks/results/profile_hw3_avx2.json", lambda m: [
-        f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]),
+    *[row for label, profile in (("", "profile_hw3_avx2"), (" (bf16)", "profile_hw3_muon_avx512")) for row in (
+        ("benchmarks/README.md", f"| sum{label} |", f"benchmarks/results/{profile}.json", lambda m: [
+            f"{m['total_seconds']:.1f} ({minutes(m['total_seconds'])})"]),
+        ("benchmarks/README.md", f"| backward{label} |", f"benchmarks/results/{profile}.json", lambda m: [
+            f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]))],
     ("benchmarks/README.md", "**The 7-epoch Muon default**", "benchmarks/results/profile_hw3_muon_avx2.json", lambda m: [
         f"{m['total_seconds']:.1f} s"]),
-    ("benchmarks/README.md", "| sum (bf16) |", "benchmarks/results/profile_hw3_muon_avx512.json", lambda m: [
-        f"{m['total_seconds']:.1f} ({minutes(m['total_seconds'])})"]),
-    ("benchmarks/README.md", "| backward (bf16) |", "benchmarks/results/profile_hw3_muon_avx512.json", lambda m: [
-        f"{m['seconds']['backward']:.1f}", f"{100 * m['seconds']['backward'] / m['total_seconds']:.1f}%"]),
     ("benchmarks/README.md", "| `python hw4/train.py` |", "hw4/results/metrics.json", lambda m: [
         minutes(m["wall_seconds"])]),
     ("benchmarks/README.md", "| `python hw4/train.py --encoder transformer --out-dir runs/transformers_bag` |",
