@@ -105,12 +105,13 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_siz
                             help="continue from the last per-epoch checkpoint in --out-dir")
 
 
-def add_precision_arg(parser: argparse.ArgumentParser) -> None:
-    """--precision: auto (see `common.device.resolve_precision`), bf16, fp16 or fp32."""
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+def add_precision_arg(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--precision: auto (see `common.device.resolve_precision`), bf16, fp16 or fp32; the eval scripts default
+    to fp32, whose figures are the same on every CPU."""
+    parser.add_argument("--precision", default=default, choices=PRECISIONS,
                         help="auto: bf16 autocast where the hardware runs bf16 natively (CUDA GPUs from "
                              "Ampere on, CPUs with AVX-512 BF16 or AMX), fp16 with a gradient scaler on "
-                             "older CUDA GPUs (V100, T4), else fp32; bf16/fp16/fp32 force one")
+                             "older CUDA GPUs (V100, T4), else fp32; bf16/fp16/fp32 force one (default: %(default)s)")
 
 
 def number(kind: type = float, low: float | None = None, high: float | None = None, *,

@@ -183,7 +183,7 @@ def check_ensemble_run(hw: str, train_args: list, data_dir: Path, out: Path, env
     assert metrics["members"] == 2 and json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
     assert len(metrics["member_val_acc"]) == 2 and 0 <= metrics["final_val_acc"] <= 1
     result = run_script(f"{hw}/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
-                        "--out-dir", out.parent / "eval", "--device", "cpu", env=env)
+                        "--precision", metrics["precision"], "--out-dir", out.parent / "eval", "--device", "cpu", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads((out.parent / "eval" / "metrics.json").read_text())["accuracy"] == pytest.approx(metrics["accuracy"])
     check_resume_after_interruption(hw, train_args, out, out.parent / "resumed", saves=3, env=env)

@@ -75,6 +75,11 @@ def test_training_and_precision_options(monkeypatch):
     assert "--resume" not in actions(bare)
     help_text = " ".join(parser.format_help().split())
     assert "passes over the training data (default: 3)" in help_text and "(peak) learning rate (default: 0.01)" in help_text
+    assert "force one (default: auto)" in help_text
+    evaluating = make_parser("demo", None)
+    add_precision_arg(evaluating, default="fp32")  # as the eval scripts declare it
+    assert evaluating.parse_args([]).precision == "fp32" and evaluating.parse_args(["--precision", "auto"]).precision == "auto"
+    assert "force one (default: fp32)" in " ".join(evaluating.format_help().split())
 
 
 def test_each_recipe_field_is_the_option_its_metadata_declares():
@@ -328,7 +333,7 @@ def test_every_shared_option_says_what_it_does_in_help():
         "--resume": "continue from the last per-epoch checkpoint in --out-dir",
         "--precision": "auto: bf16 autocast where the hardware runs bf16 natively (CUDA GPUs from Ampere on, CPUs "
                        "with AVX-512 BF16 or AMX), fp16 with a gradient scaler on older CUDA GPUs (V100, T4), else "
-                       "fp32; bf16/fp16/fp32 force one",
+                       "fp32; bf16/fp16/fp32 force one (default: %(default)s)",
         "--force": "write into an --out-dir that holds another run's model.pt or history.json",
     }
     assert parser.parse_args(["--lr", "0.5"]).lr == 0.5 and isinstance(parser.parse_args(["--lr", "1"]).lr, float)

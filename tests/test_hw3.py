@@ -522,15 +522,16 @@ def test_train_writes_results_that_beat_chance(trained):
 @pytest.mark.script
 def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path, monkeypatch):
     data_dir, out = trained
-    result = run_script("hw3/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
-                        "--out-dir", tmp_path / "eval", "--device", "cpu", env={"CSE849_CACHE": str(tmp_path / "c")})
-    assert result.returncode == 0, result.stderr
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     trained_metrics = json.loads((out / "metrics.json").read_text())
-    assert evaluated["accuracy"] == pytest.approx(trained_metrics["accuracy"])
     result = run_script("hw3/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir, "--precision",
-                        "fp32", "--out-dir", tmp_path / "eval32", "--device", "cpu", env={"CSE849_CACHE": str(tmp_path / "c")})
-    assert result.returncode == 0, result.stderr  # the bf16-trained weights evaluated in fp32
+                        trained_metrics["precision"], "--out-dir", tmp_path / "eval", "--device", "cpu",
+                        env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr  # in the training's precision it repeats the training's test
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["accuracy"] == pytest.approx(trained_metrics["accuracy"])
+    result = run_script("hw3/eval.py", "--checkpoint", out / "model.pt", "--data-dir", data_dir,
+                        "--out-dir", tmp_path / "eval32", "--device", "cpu", env={"CSE849_CACHE": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr  # by default in fp32, whatever the training ran in
     fp32 = json.loads((tmp_path / "eval32" / "metrics.json").read_text())
     assert fp32["precision"] == "fp32" and abs(fp32["accuracy"] - evaluated["accuracy"]) <= 1 / 18 + 1e-9
     images = [sorted((data_dir / "cifar10-jpeg" / "test" / name).iterdir())[0] for name in CIFAR_CLASSES]

@@ -1020,7 +1020,7 @@ def test_eval_and_predict_work_from_the_checkpoint(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"])
-    assert evaluated["precision"] in ("bf16", "fp32")  # the precision it ran in, not a classification score
+    assert evaluated["precision"] == "fp32"  # the eval default, whatever the machine
     assert (tmp_path / "eval" / "mistakes.md").read_text() == (out / "mistakes.md").read_text()
     review = tmp_path / "review.txt"
     review.write_text("A wonderful, superb and brilliant film. Loved it!")
