@@ -101,6 +101,8 @@ FIGURES = [
         text_field(text, r"fastest hand-written .* ratio (\S+);") + " times as long",
         text_field(text, r"fastest hand-written (\S+ ms)") + " against "
         + text_field(text, r", PyTorch (\S+ ms), ratio")]),
+    ("README.md", "| hw4 | region CNNs beside an n-gram bag", "hw4/results/selection/default_avx512.json", lambda m: [
+        f"{pct(m['accuracy'])} in {minutes(m['wall_seconds'])} on AVX-512 BF16"]),
     ("README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
         pct(m["final_val_acc"]), pct(m["accuracy"]), minutes(m["wall_seconds"])]),
     ("README.md", "| `python hw3/train.py --model airbench --out-dir hw3/results/airbench` |",
