@@ -80,20 +80,15 @@ FIGURES = [
         f"{m['peak_rss_gb']:.1f} GB"]) for run in ("bag_residual_m1", "bag_residual_m1_e1")],
     ("hw4/README.md", "| 1.0 |", "hw4/results/baseline/metrics.json", lambda m: [
         pct(g["val_acc"]) for g in m["grid"] if g["alpha"] == 1.0]),
-    ("README.md", "depend on the CPU:", "hw3/results/eval-data/metrics.json", lambda m: [
-        f"hw3/eval.py` gives {pct(m['accuracy'])}"]),
-    ("README.md", "depend on the CPU:", "hw3/results/selection/eval_fp32_avx2_capped.json", lambda m: [
-        f"gives {pct(m['accuracy'])}"]),
-    ("README.md", "and `python hw4/eval.py` gives", "hw4/results/eval-data/metrics.json", lambda m: [
-        f"gives {pct(m['accuracy'])}"]),
-    ("README.md", "`--precision auto`, hw3's eval gave", "hw3/results/selection/eval_fp32_avx2.json",
-     lambda m: [f"gave {pct(m['accuracy'])} (in {m['precision']})"]),
-    ("README.md", "`--precision auto`, hw3's eval gave", "hw3/results/selection/cnn_adamw_e12.json", lambda m: [
-        f"committed {pct(m['accuracy'])} in {m['precision']}"]),
-    ("README.md", "test figure is in its precision:", "hw3/results/metrics.json", lambda m: [
-        f"scores {pct(m['accuracy'])} in {m['precision']}"]),
-    ("README.md", "test figure is in its precision:", "hw3/results/eval-data/metrics.json", lambda m: [
-        f"and {pct(m['accuracy'])} in {m['precision']}"]),
+    *[("README.md", start, source, lambda m, quoted=quoted: [quoted.format(pct(m["accuracy"]), m["precision"])])
+      for start, source, quoted in (  # the paragraph on eval's fp32 default: each figure with its words
+          ("depend on the CPU:", "hw3/results/eval-data/metrics.json", "hw3/eval.py` gives {0}"),
+          ("depend on the CPU:", "hw3/results/selection/eval_fp32_avx2_capped.json", "gives {0}"),
+          ("and `python hw4/eval.py` gives", "hw4/results/eval-data/metrics.json", "gives {0}"),
+          ("`--precision auto`, hw3's eval gave", "hw3/results/selection/eval_fp32_avx2.json", "gave {0} (in {1})"),
+          ("`--precision auto`, hw3's eval gave", "hw3/results/selection/cnn_adamw_e12.json", "committed {0} in {1}"),
+          ("test figure is in its precision:", "hw3/results/metrics.json", "scores {0} in {1}"),
+          ("test figure is in its precision:", "hw3/results/eval-data/metrics.json", "and {0} in {1}"))],
     ("hw2/README.md", "accuracies of", "hw2/results/selection/bn_effect_avx2.json", lambda m: [
         ", ".join(f"{100 * m['final'][k]['val_acc']:.2f} %" for k in ("no BN", "hand-written BN")) + " and "
         + f"{100 * m['final']['PyTorch BN']['val_acc']:.2f} %"]),
