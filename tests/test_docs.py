@@ -96,6 +96,8 @@ FIGURES = [
         text_field(text, r"fastest hand-written .* ratio (\S+);") + " times as long",
         text_field(text, r"fastest hand-written (\S+ ms)") + " against "
         + text_field(text, r", PyTorch (\S+ ms), ratio")]),
+    ("README.md", "| hw3 | the seed's CNN", "hw3/results/selection/cnn_default_avx2_capped.json", lambda m: [
+        f"{pct(m['accuracy'])} in {minutes(m['wall_seconds'])} in {m['precision']}"]),
     ("README.md", "| hw4 | region CNNs beside an n-gram bag", "hw4/results/selection/default_avx512.json", lambda m: [
         f"{pct(m['accuracy'])} in {minutes(m['wall_seconds'])} on AVX-512 BF16"]),
     ("README.md", "| `python hw3/train.py` |", "hw3/results/metrics.json", lambda m: [
